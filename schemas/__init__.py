@@ -1,0 +1,1 @@
+"""Table contracts: Arrow schemas, grains, quality rules and versions, declared once."""

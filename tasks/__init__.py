@@ -1,0 +1,1 @@
+"""metarec's work: one module per pipeline stage, plain typed functions (no Prefect needed)."""

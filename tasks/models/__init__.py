@@ -1,0 +1,1 @@
+"""Recommenders: one contract (base.Recommender), baselines and the meta-learner."""

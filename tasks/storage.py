@@ -1,0 +1,202 @@
+"""The lake: where every table lives and how partitions are written.
+
+This module is the only place that turns (table, partition) into a path. The root is a
+local directory or any fsspec URL (`file://`, `memory://`, `s3://`, ...). Each partition
+of a table is one Parquet file (zstd) `ROOT/<table>/<key>=<value>/part-0.parquet`,
+written to a hidden temporary name in the same folder and renamed into place, so a
+reader sees either the old partition or the new one, never half of one, and a rerun
+replaces the partition whole.
+
+Tables (see DESIGN.md): raw/interactions, bronze/interactions, silver/interactions,
+quarantine/interactions, gold/episodes, gold/recommendations, gold/metrics, gold/runs,
+models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+_TABLE_RE = re.compile(r"^[a-z_]+(/[a-z_]+)*$")
+_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    """Parse an ISO date (YYYY-MM-DD) given on the command line or as a flow parameter."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+
+
+def date_range(start: str | dt.date, end: str | dt.date) -> list[dt.date]:
+    """Every date from start to end inclusive; an error when end is before start."""
+    d0, d1 = parse_date(start), parse_date(end)
+    if d1 < d0:
+        raise ValueError(f"end date {d1} is before start date {d0}")
+    return [d0 + dt.timedelta(days=i) for i in range((d1 - d0).days + 1)]
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake rooted at a local path or fsspec URL."""
+
+    root: str
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return _filesystem(self.root)[0]
+
+    @property
+    def base(self) -> str:
+        """Root path as the filesystem sees it (no protocol)."""
+        return _filesystem(self.root)[1]
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in _protocols(self.fs)
+
+    # ---- paths -------------------------------------------------------------------
+    def path(self, table: str, **partition: Any) -> str:
+        """Folder of a table, or of one partition when `key=value` is given."""
+        if not _TABLE_RE.match(table):
+            raise ValueError(f"invalid table name: {table!r}")
+        parts = [self.base.rstrip("/"), table]
+        for key, value in partition.items():
+            text = value.isoformat() if isinstance(value, dt.date) else str(value)
+            if not _VALUE_RE.match(text):
+                raise ValueError(f"invalid partition value {key}={text!r}")
+            parts.append(f"{key}={text}")
+        return "/".join(parts)
+
+    def url(self, table: str, **partition: Any) -> str:
+        """Like `path` but with the protocol, for engines that take URLs (DuckDB, Polars)."""
+        p = self.path(table, **partition)
+        return p if self.is_local else f"{_protocols(self.fs)[0]}://{p.lstrip('/')}"
+
+    def partition_file(self, table: str, **partition: Any) -> str:
+        return f"{self.path(table, **partition)}/{PART_FILE}"
+
+    def exists(self, table: str, **partition: Any) -> bool:
+        return self.fs.exists(self.partition_file(table, **partition))
+
+    def partitions(self, table: str, key: str = "dt") -> list[str]:
+        """Sorted partition values of a table (`dt=2024-01-01` -> `2024-01-01`)."""
+        folder = self.path(table)
+        if not self.fs.exists(folder):
+            return []
+        prefix = f"{key}="
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+        return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+
+    def files(self, table: str, **partition: Any) -> list[str]:
+        """Data files (not hidden, not temporary) directly under a table or partition."""
+        folder = self.path(table, **partition)
+        if not self.fs.exists(folder):
+            return []
+        out = []
+        for info in self.fs.ls(folder, detail=True):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info["type"] == "file" and not name.startswith((".", "_")):
+                out.append(info["name"])
+        return sorted(out)
+
+    # ---- Parquet partitions ------------------------------------------------------
+    def write_partition(
+        self, table: str, data: pl.DataFrame | pa.Table, **partition: Any
+    ) -> str:
+        """Atomically write (or replace) one partition; returns the file path."""
+        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+        target = self.partition_file(table, **partition)
+        buf = io.BytesIO()
+        pq.write_table(arrow, buf, compression="zstd")
+        self._atomic_put(target, buf.getvalue())
+        return target
+
+    def read_partition(self, table: str, **partition: Any) -> pl.DataFrame:
+        """Read one partition (without the partition column)."""
+        with self.fs.open(self.partition_file(table, **partition), "rb") as f:
+            return pl.from_arrow(pq.read_table(f))
+
+    def delete_partition(self, table: str, **partition: Any) -> None:
+        folder = self.path(table, **partition)
+        if self.fs.exists(folder):
+            self.fs.rm(folder, recursive=True)
+
+    def scan(self, table: str, key: str = "dt", values: list[str] | None = None) -> pl.DataFrame:
+        """Read a partitioned table (optionally some partitions) with the key as a column.
+
+        The key column is a Date for `dt`/`run_date` keys, so readers never see the
+        large_string/string mismatch of Hive keys stored as text.
+        """
+        chosen = self.partitions(table, key) if values is None else values
+        frames = []
+        for v in chosen:
+            if not self.exists(table, **{key: v}):
+                continue
+            frame = self.read_partition(table, **{key: v})
+            frames.append(frame.with_columns(pl.lit(parse_date(v)).alias(key)))
+        if not frames:
+            return pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    # ---- small JSON documents (manifests, GX results, configs) -------------------
+    def write_json(self, relpath: str, obj: Any) -> str:
+        target = f"{self.base.rstrip('/')}/{relpath.lstrip('/')}"
+        self._atomic_put(target, json.dumps(obj, indent=2, default=str).encode())
+        return target
+
+    def read_json(self, relpath: str) -> Any | None:
+        target = f"{self.base.rstrip('/')}/{relpath.lstrip('/')}"
+        if not self.fs.exists(target):
+            return None
+        with self.fs.open(target, "rb") as f:
+            return json.loads(f.read())
+
+    def write_bytes(self, relpath: str, payload: bytes) -> str:
+        target = f"{self.base.rstrip('/')}/{relpath.lstrip('/')}"
+        self._atomic_put(target, payload)
+        return target
+
+    def _atomic_put(self, target: str, payload: bytes) -> None:
+        folder, name = target.rsplit("/", 1)
+        self.fs.makedirs(folder, exist_ok=True)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(payload)
+        # Local: os.rename, atomic and replacing. Object stores: a copy, the best they offer.
+        self.fs.mv(tmp, target)
+
+
+def lake_from(storage: str | Path) -> Lake:
+    """A Lake for a `--storage` value; local relative paths become absolute."""
+    text = str(storage)
+    if "://" not in text:
+        text = str(Path(text).expanduser().resolve())
+    return Lake(text)
+
+
+def _filesystem(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(root)
+    return fs, path
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)

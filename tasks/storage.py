@@ -26,6 +26,7 @@ from typing import Any
 import fsspec
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
@@ -103,7 +104,7 @@ class Lake:
             return []
         prefix = f"{key}="
         names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
-        return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
 
     def files(self, table: str, **partition: Any) -> list[str]:
         """Data files (not hidden, not temporary) directly under a table or partition."""
@@ -118,9 +119,7 @@ class Lake:
         return sorted(out)
 
     # ---- Parquet partitions ------------------------------------------------------
-    def write_partition(
-        self, table: str, data: pl.DataFrame | pa.Table, **partition: Any
-    ) -> str:
+    def write_partition(self, table: str, data: pl.DataFrame | pa.Table, **partition: Any) -> str:
         """Atomically write (or replace) one partition; returns the file path."""
         arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
         target = self.partition_file(table, **partition)
@@ -139,22 +138,35 @@ class Lake:
         if self.fs.exists(folder):
             self.fs.rm(folder, recursive=True)
 
-    def scan(self, table: str, key: str = "dt", values: list[str] | None = None) -> pl.DataFrame:
-        """Read a partitioned table (optionally some partitions) with the key as a column.
+    def scan(
+        self,
+        table: str,
+        key: str = "dt",
+        values: list[str] | None = None,
+        until: dt.date | None = None,
+    ) -> pl.DataFrame:
+        """Read a partitioned table in one pass, with the partition key as a Date column.
 
-        The key column is a Date for `dt`/`run_date` keys, so readers never see the
-        large_string/string mismatch of Hive keys stored as text.
+        `values` keeps only those partitions; `until` keeps partitions with key <= until.
+        The key is typed explicitly, so readers never hit the large_string/string mismatch
+        of Hive keys stored as text (FIELD-NOTES).
         """
-        chosen = self.partitions(table, key) if values is None else values
-        frames = []
-        for v in chosen:
-            if not self.exists(table, **{key: v}):
-                continue
-            frame = self.read_partition(table, **{key: v})
-            frames.append(frame.with_columns(pl.lit(parse_date(v)).alias(key)))
-        if not frames:
+        chosen = self.partitions(table, key) if values is None else sorted(values)
+        if until is not None:
+            chosen = [v for v in chosen if parse_date(v) <= until]
+        files = [self.partition_file(table, **{key: v}) for v in chosen]
+        files = [f for f in files if self.fs.exists(f)] if values is not None else files
+        if not files:
             return pl.DataFrame()
-        return pl.concat(frames, how="diagonal_relaxed")
+        dataset = pads.dataset(
+            files,
+            format="parquet",
+            filesystem=self.fs,
+            partitioning=pads.partitioning(pa.schema([(key, pa.string())]), flavor="hive"),
+            partition_base_dir=self.path(table),
+        )
+        frame = pl.from_arrow(dataset.to_table())
+        return frame.with_columns(pl.col(key).str.to_date())
 
     # ---- small JSON documents (manifests, GX results, configs) -------------------
     def write_json(self, relpath: str, obj: Any) -> str:

@@ -1,0 +1,438 @@
+"""Offline evaluation: temporal split, full-catalogue metrics, and the champion gate.
+
+Reads no table (the caller passes `Interactions` loaded from silver up to D); writes
+`gold/metrics/run_date=D/` (one row per model and user segment).
+
+Protocol (DESIGN.md): new users are the latest-arriving 20% of users (by first
+interaction); they are kept out of training and, at evaluation, a model sees only their
+first n interactions (n = 1, 5, 10) and is scored on the rest. Warm users are scored on
+their interactions after a time cutoff, from their history before it. Ranking is over the
+full catalogue (no sampled negatives), binary relevance, items in the given history are
+neither recommended nor counted as targets. The gate's holdout (`all`) pools the warm
+users and the new users with n = 5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.models.baselines import (
+    BASELINES,
+    ALSConfig,
+    EASEConfig,
+    FeatureGroupPopularConfig,
+    ItemKNNConfig,
+    MostPopularConfig,
+    RecentPopularConfig,
+)
+from tasks.score import top_k
+from tasks.storage import Lake, parse_date
+
+POOLED = "all"
+
+
+# ---- the split -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """Users of one segment: what the model is given, and what it should find.
+
+    `history` and `targets` share a user vocabulary; targets exclude the history's items
+    and every user has at least one target.
+    """
+
+    name: str
+    history: Interactions
+    targets: Interactions
+
+
+@dataclass(frozen=True)
+class Split:
+    """A temporal split: fit on `train` with `now=cutoff`, evaluate on `segments`."""
+
+    train: Interactions  # warm users' interactions before the cutoff; full catalogue
+    cutoff: dt.datetime  # UTC; the `now` passed to fit
+    segments: dict[str, Segment]  # new_n1, new_n5, new_n10, warm
+    pooled: tuple[str, ...]  # segments pooled into the gate's holdout "all"
+    new_user_ids: np.ndarray  # users kept out of training
+
+
+def temporal_split(
+    data: Interactions,
+    new_user_frac: float = 0.2,
+    holdout_frac: float = 0.1,
+    n_values: tuple[int, ...] = (1, 5, 10),
+) -> Split:
+    """Split interactions into train and per-segment (history, targets), deterministically.
+
+    Args:
+        data: all interactions up to the run date; its item vocabulary is the catalogue
+            (items seen only after the cutoff are in it with no training rows).
+        new_user_frac: share of users (with any interaction), latest first interaction
+            first, held out as new users (ties broken by user index).
+        holdout_frac: share of the warm users' interactions at or after the cutoff.
+        n_values: support sizes of the new-user segments `new_n{n}`.
+
+    Returns:
+        Split; the pooled holdout is warm + new_n5 (or the middle n when 5 is absent).
+    """
+    slices = data.user_slices()
+    counts = np.diff(slices)
+    active = np.flatnonzero(counts > 0)
+    first_ts = data.ts[slices[active]]  # rows are sorted by (user, ts)
+    order = active[np.lexsort((active, first_ts))]
+    n_new = round(new_user_frac * len(active))
+    new_users = np.sort(order[len(order) - n_new :])
+    is_new = np.zeros(data.n_users, bool)
+    is_new[new_users] = True
+
+    row_new = is_new[data.user]
+    warm_ts = data.ts[~row_new]
+    if len(warm_ts) == 0:
+        raise ValueError("no warm users to train on: lower new_user_frac or add data")
+    cutoff_ts = int(np.quantile(warm_ts, 1.0 - holdout_frac, method="higher"))
+    before = data.ts < cutoff_ts
+    train_rows = ~row_new & before
+    train_users = np.unique(data.user[train_rows])
+    train = data.filter(train_rows).subset_users(train_users)
+
+    segments: dict[str, Segment] = {}
+    # Position of each row within its user's time-ordered history (0 = first).
+    rank = np.arange(len(data)) - slices[data.user]
+    for n in n_values:
+        name = f"new_n{n}"
+        segments[name] = _segment(name, data, row_new & (rank < n), row_new & (rank >= n))
+    segments["warm"] = _segment("warm", data, train_rows, ~row_new & ~before, train_users)
+    pooled_n = 5 if 5 in n_values else sorted(n_values)[len(n_values) // 2]
+    pooled = ("warm", f"new_n{pooled_n}") if n_values else ("warm",)
+    return Split(
+        train=train,
+        cutoff=dt.datetime.fromtimestamp(cutoff_ts, dt.UTC),
+        segments=segments,
+        pooled=pooled,
+        new_user_ids=data.user_ids[new_users],
+    )
+
+
+def _segment(
+    name: str,
+    data: Interactions,
+    history_rows: np.ndarray,
+    target_rows: np.ndarray,
+    eligible: np.ndarray | None = None,
+) -> Segment:
+    """Users with history and at least one target not already in their history."""
+    key = data.user.astype(np.int64) * data.n_items + data.item
+    target_rows = target_rows & ~np.isin(key, key[history_rows])
+    users = np.intersect1d(np.unique(data.user[history_rows]), np.unique(data.user[target_rows]))
+    if eligible is not None:
+        users = np.intersect1d(users, eligible)
+    return Segment(
+        name=name,
+        history=data.filter(history_rows).subset_users(users),
+        targets=data.filter(target_rows).subset_users(users),
+    )
+
+
+# ---- metrics -------------------------------------------------------------------------------
+def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user recall@k = hits in the top k / min(k, |relevant|) (the "truncated" recall,
+    so a perfect list scores 1 even for users with more than k targets)."""
+    return hits[:, :k].sum(axis=1) / np.minimum(k, n_relevant)
+
+
+def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user NDCG@k with binary gains; the ideal list has min(k, |relevant|) hits."""
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits[:, :k] * discount[: hits[:, :k].shape[1]]).sum(axis=1)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(k, n_relevant)]
+    return dcg / ideal
+
+
+def coverage(items: np.ndarray, valid: np.ndarray, n_items: int) -> float:
+    """Share of the catalogue appearing in at least one list (valid entries only)."""
+    return len(np.unique(items[valid])) / max(n_items, 1)
+
+
+def novelty(items: np.ndarray, valid: np.ndarray, self_information: np.ndarray) -> float:
+    """Mean self-information -log2(share of train users with the item) of recommendations."""
+    return float(self_information[items[valid]].mean()) if valid.any() else float("nan")
+
+
+def item_self_information(train: Interactions) -> np.ndarray:
+    """-log2 p(i), p(i) = (users with i + 1) / (train users + 1): finite for new items."""
+    users_per_item = np.asarray(train.csr(binary=True).sum(axis=0)).ravel()
+    return -np.log2((users_per_item + 1.0) / (train.n_users + 1.0))
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """One model's lists for one segment: top items, validity, per-user metrics."""
+
+    items: np.ndarray
+    valid: np.ndarray
+    recall: np.ndarray
+    ndcg: np.ndarray
+
+
+def evaluate_models(
+    models: dict[str, Recommender],
+    split: Split,
+    side: SideFeatures | None = None,
+    k_recall: int = 20,
+    k_ndcg: int = 10,
+) -> pl.DataFrame:
+    """Full-catalogue metrics of fitted models, one row per (model, segment).
+
+    Args:
+        models: name -> model already fitted on `split.train` (same catalogue).
+        split: from `temporal_split`.
+        side: side features passed to `user_factors` (feature-based models need them).
+        k_recall, k_ndcg: cut-offs; also name the columns (`recall@20`, `ndcg@10`).
+
+    Returns:
+        Columns model, segment (each split segment and `all` = the pooled holdout), users,
+        recall@{k_recall}, ndcg@{k_ndcg}, coverage (share of the catalogue in any
+        top-{k_recall} list), novelty (mean self-information of the top-{k_recall} items).
+    """
+    side = side or SideFeatures()
+    k = max(k_recall, k_ndcg)
+    info = item_self_information(split.train)
+    n_items = split.train.n_items
+    rows = []
+    for name, model in models.items():
+        if not np.array_equal(model.item_ids, split.train.item_ids):
+            raise ValueError(f"model {name!r} was not fitted on this split's catalogue")
+        item_f = model.item_factors()
+        ranked = {}
+        for seg_name, seg in split.segments.items():
+            user_f = model.user_factors(seg.history, side)
+            items, scores = top_k(user_f, item_f, k, exclude=seg.history.csr(binary=True))
+            ranked[seg_name] = _score_lists(items, scores, seg.targets, k_recall, k_ndcg)
+        pooled = [_fields(ranked[s]) for s in split.pooled if s in ranked]
+        if pooled:
+            ranked[POOLED] = _Ranked(
+                *(np.concatenate(parts) for parts in zip(*pooled, strict=True))
+            )
+        for seg_name, r in ranked.items():
+            top = r.items[:, :k_recall]
+            valid = r.valid[:, :k_recall]
+            rows.append(
+                {
+                    "model": name,
+                    "segment": seg_name,
+                    "users": len(r.recall),
+                    f"recall@{k_recall}": _mean(r.recall),
+                    f"ndcg@{k_ndcg}": _mean(r.ndcg),
+                    "coverage": coverage(top, valid, n_items),
+                    "novelty": novelty(top, valid, info),
+                }
+            )
+    return pl.DataFrame(rows, schema_overrides={"users": pl.Int64})
+
+
+def _score_lists(
+    items: np.ndarray, scores: np.ndarray, targets: Interactions, k_recall: int, k_ndcg: int
+) -> _Ranked:
+    """Mark hits by (user, item) keys (vectorised over all lists) and compute metrics."""
+    n_items = targets.n_items
+    t = targets.csr(binary=True)
+    target_keys = np.repeat(np.arange(t.shape[0], dtype=np.int64), np.diff(t.indptr)) * n_items
+    target_keys += t.indices
+    list_keys = np.arange(len(items), dtype=np.int64)[:, None] * n_items + items
+    valid = np.isfinite(scores)  # -inf tail: fewer than k unexcluded items
+    hits = np.isin(list_keys, target_keys) & valid
+    n_rel = np.diff(t.indptr)
+    return _Ranked(items, valid, recall_at_k(hits, n_rel, k_recall), ndcg_at_k(hits, n_rel, k_ndcg))
+
+
+def _fields(r: _Ranked) -> tuple[np.ndarray, ...]:
+    return tuple(getattr(r, f.name) for f in dataclasses.fields(r))
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else float("nan")
+
+
+# ---- the gate ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChampionDecision:
+    """Which model publishes tonight, and why (a sentence with the numbers)."""
+
+    model: str
+    published_from_candidate: bool
+    reason: str
+    metric: str
+    value: float  # the published model's metric on the holdout
+
+
+def choose_champion(
+    metrics: pl.DataFrame,
+    baseline: str = "most_popular",
+    candidate: str = "metalearner",
+    metric: str = "ndcg@10",
+    segment: str = POOLED,
+) -> ChampionDecision:
+    """The gate: the candidate publishes only if it strictly beats the baseline on the
+    holdout; otherwise the best non-candidate model by the metric (ties: by name)."""
+    seg = metrics.filter(pl.col("segment") == segment).select("model", metric)
+    values = {m: float(v) if v is not None else float("nan") for m, v in seg.iter_rows()}
+    if baseline not in values:
+        raise ValueError(f"baseline {baseline!r} has no {segment!r} row in the metrics")
+    base = values[baseline]
+    label = metric.upper().replace("RECALL", "Recall")
+    cand = values.get(candidate, float("nan"))
+    if cand > base:  # NaN (missing or failed candidate) never passes
+        return ChampionDecision(
+            candidate,
+            True,
+            f"{candidate} {label} {cand:.3f} beats {baseline} {base:.3f} on the holdout "
+            f"({segment}); publishing {candidate}",
+            metric,
+            cand,
+        )
+    others = sorted(
+        ((v, m) for m, v in values.items() if m != candidate and not np.isnan(v)),
+        key=lambda t: (-t[0], t[1]),
+    )
+    best_value, best = others[0] if others else (base, baseline)
+    verdict = (
+        f"{candidate} {label} {cand:.3f} does not beat {baseline} {base:.3f}"
+        if candidate in values
+        else f"{candidate} has no metrics (not trained, or it failed)"
+    )
+    return ChampionDecision(
+        best,
+        False,
+        f"{verdict} on the holdout ({segment}); publishing {best} "
+        f"(best baseline, {best_value:.3f})",
+        metric,
+        best_value,
+    )
+
+
+# ---- baselines: defaults, fitting, tuning ----------------------------------------------------
+@dataclass(frozen=True)
+class BaselineConfigs:
+    """Hyperparameters of every baseline (defaults: see each config's comments)."""
+
+    most_popular: MostPopularConfig = field(default_factory=MostPopularConfig)
+    recent_popular: RecentPopularConfig = field(default_factory=RecentPopularConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
+    item_knn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
+    als: ALSConfig = field(default_factory=ALSConfig)
+    feature_group_popular: FeatureGroupPopularConfig = field(
+        default_factory=FeatureGroupPopularConfig
+    )
+
+
+def fit_baselines(
+    train: Interactions,
+    side: SideFeatures | None,
+    now: dt.datetime,
+    configs: BaselineConfigs | None = None,
+    names: tuple[str, ...] | None = None,
+) -> dict[str, Recommender]:
+    """Fit every baseline (or those in `names`); feature_group_popular only with user features.
+
+    EASE and ItemKNN are skipped (not failed) when the catalogue exceeds their max_items.
+    """
+    side = side or SideFeatures()
+    configs = configs or BaselineConfigs()
+    chosen = names or tuple(BASELINES)
+    out: dict[str, Recommender] = {}
+    for name in chosen:
+        if name == "feature_group_popular" and names is None and side.users is None:
+            continue
+        cfg = getattr(configs, name)
+        if name in ("ease", "item_knn") and train.n_items > cfg.max_items:
+            continue
+        out[name] = BASELINES[name](cfg).fit(train, side, now)
+    return out
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    """Small documented grids (a few dozen fits on ML-100K)."""
+
+    ease_l2: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0)
+    als_factors: tuple[int, ...] = (32, 64, 128)
+    als_regularization: tuple[float, ...] = (0.01, 0.1)
+    als_alpha: tuple[float, ...] = (1.0, 10.0, 40.0)
+    recent_window_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)
+    recent_half_life_days: tuple[float | None, ...] = (None,)
+    knn_neighbors: tuple[int, ...] = (50, 200)
+
+
+def tune_baselines(
+    split: Split,
+    grid: TuningGrid | None = None,
+    side: SideFeatures | None = None,
+    metric: str = "ndcg@10",
+) -> tuple[BaselineConfigs, pl.DataFrame]:
+    """Grid-search each baseline on a validation split; best config per model by `metric`
+    on the pooled holdout.
+
+    Pass a validation split built from training data only (e.g.
+    `temporal_split(test_split.train)`), never the split used to report results.
+
+    Returns:
+        (best configs, table: model, config (JSON), users and metrics of each grid point).
+    """
+    grid = grid or TuningGrid()
+    candidates: dict[str, list] = {
+        "recent_popular": [
+            RecentPopularConfig(w, h)
+            for w, h in itertools.product(grid.recent_window_days, grid.recent_half_life_days)
+        ],
+        "ease": [dataclasses.replace(EASEConfig(), l2=l2) for l2 in grid.ease_l2],
+        "item_knn": [
+            dataclasses.replace(ItemKNNConfig(), k_neighbors=k) for k in grid.knn_neighbors
+        ],
+        "als": [
+            dataclasses.replace(ALSConfig(), factors=f, regularization=r, alpha=a)
+            for f, r, a in itertools.product(
+                grid.als_factors, grid.als_regularization, grid.als_alpha
+            )
+        ],
+    }
+    best = BaselineConfigs()
+    tables = []
+    for name, configs in candidates.items():
+        scores = []
+        for cfg in configs:
+            model = BASELINES[name](cfg).fit(split.train, side or SideFeatures(), split.cutoff)
+            row = evaluate_models({name: model}, split, side).filter(pl.col("segment") == POOLED)
+            tables.append(
+                row.with_columns(pl.lit(json.dumps(dataclasses.asdict(cfg))).alias("config"))
+            )
+            scores.append(row[metric][0])
+        best = dataclasses.replace(best, **{name: configs[int(np.nanargmax(scores))]})
+    return best, pl.concat(tables).select("model", "config", pl.exclude("model", "config"))
+
+
+# ---- output ----------------------------------------------------------------------------------
+def write_metrics(
+    lake: Lake,
+    run_date: dt.date | str,
+    metrics: pl.DataFrame,
+    champion: ChampionDecision | None = None,
+) -> str:
+    """Write `gold/metrics/run_date=D/` (columns run_date, model, segment, users,
+    recall_at_20, ndcg_at_10, coverage, novelty, is_champion); returns the file path."""
+    day = parse_date(run_date)
+    frame = metrics.rename({c: c.replace("@", "_at_") for c in metrics.columns if "@" in c})
+    if "is_champion" not in frame.columns:
+        chosen = champion.model if champion is not None else None
+        frame = frame.with_columns((pl.col("model") == pl.lit(chosen)).alias("is_champion"))
+    frame = frame.with_columns(
+        pl.lit(day).alias("run_date"), pl.col("is_champion").fill_null(False)
+    ).select("run_date", pl.exclude("run_date"))
+    return lake.write_partition("gold/metrics", frame, run_date=day)

@@ -186,6 +186,14 @@ class Lake:
         self._atomic_put(target, payload)
         return target
 
+    def write_file(self, table: str, name: str, payload: bytes, **partition: Any) -> str:
+        """Atomically write one named file (e.g. a raw landing file) under a table/partition."""
+        if "/" in name or name.startswith((".", "_")):
+            raise ValueError(f"invalid file name: {name!r}")
+        target = f"{self.path(table, **partition)}/{name}"
+        self._atomic_put(target, payload)
+        return target
+
     def _atomic_put(self, target: str, payload: bytes) -> None:
         folder, name = target.rsplit("/", 1)
         self.fs.makedirs(folder, exist_ok=True)

@@ -94,6 +94,13 @@ class Lake:
     def partition_file(self, table: str, **partition: Any) -> str:
         return f"{self.path(table, **partition)}/{PART_FILE}"
 
+    def relpath(self, path: str) -> str:
+        """A path under the root (as `files()` returns) made relative to the root."""
+        base = self.base.rstrip("/") + "/"
+        if not path.startswith(base):
+            raise ValueError(f"{path!r} is not under the lake root {self.base!r}")
+        return path[len(base):]
+
     def exists(self, table: str, **partition: Any) -> bool:
         return self.fs.exists(self.partition_file(table, **partition))
 

@@ -101,8 +101,12 @@ class Interactions:
     def filter(self, mask: np.ndarray) -> Interactions:
         """Keep the rows where mask is true (same vocabularies)."""
         return Interactions(
-            self.user_ids, self.item_ids, self.user[mask], self.item[mask],
-            self.weight[mask], self.ts[mask],
+            self.user_ids,
+            self.item_ids,
+            self.user[mask],
+            self.item[mask],
+            self.weight[mask],
+            self.ts[mask],
         )
 
     @classmethod

@@ -1,0 +1,153 @@
+"""The meta-learner honours the Recommender contract on data whose right answer is known:
+two groups of users who like two disjoint sets of items."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tasks.models.base import Interactions, SideFeatures
+from tasks.models.metalearner import MetaConfig, MetaLearner, bucket, seen_mask
+
+N_PER_GROUP, N_ITEMS_PER_GROUP = 40, 20
+
+
+def two_groups(seed: int = 0, n_per_group: int = N_PER_GROUP) -> tuple[pl.DataFrame, SideFeatures]:
+    """Users u0.. in group a like items a0..a19, users in group b like b0..b19 (12 events
+    each, random order); side tables carry the group; item `a_new` has features only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in ("a", "b"):
+        for u in range(n_per_group):
+            picks = rng.choice(N_ITEMS_PER_GROUP, size=12, replace=False)
+            for k, i in enumerate(picks):
+                rows.append((f"{g}u{u}", f"{g}{i}", 1_700_000_000 + 3600 * k, float(1 + i % 5)))
+    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "ts", "value"], orient="row")
+    items = [f"{g}{i}" for g in "ab" for i in range(N_ITEMS_PER_GROUP)] + ["a_new"]
+    side = SideFeatures(
+        users=pl.DataFrame({
+            "user_id": [f"{g}u{u}" for g in "ab" for u in range(n_per_group)] + ["zs_b"],
+            "group": ["a"] * n_per_group + ["b"] * n_per_group + ["b"],
+        }),
+        items=pl.DataFrame({
+            "item_id": items,
+            "kind": [x[0] for x in items],
+            "tags": [f"{x[0]}|common" for x in items],
+            "title": items,
+        }),
+    )  # fmt: skip
+    return frame, side
+
+
+def catalogue(side: SideFeatures) -> np.ndarray:
+    return np.sort(side.items["item_id"].to_numpy().astype(str)).astype(object)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[MetaLearner, pl.DataFrame, SideFeatures]:
+    frame, side = two_groups()
+    train = Interactions.from_frame(frame, item_ids=catalogue(side))
+    config = MetaConfig(dim=16, hidden=32, batch_users=64, eval_every=50, patience=100)
+    model = MetaLearner(config, budget_seconds=120.0, max_steps=150, seed=0)  # steps decide
+    model.fit(train, side, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    return model, frame, side
+
+
+def history(rows: list[tuple[str, str]], users: list[str], items: np.ndarray) -> Interactions:
+    frame = pl.DataFrame(
+        {"user_id": [u for u, _ in rows], "item_id": [i for _, i in rows],
+         "ts": list(range(len(rows))), "value": [4.0] * len(rows)},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "value": pl.Float64},
+    )  # fmt: skip
+    return Interactions.from_frame(frame, item_ids=items, user_ids=np.array(users, dtype=object))
+
+
+def scores_of(model: MetaLearner, hist: Interactions, side: SideFeatures) -> np.ndarray:
+    return model.user_factors(hist, side) @ model.item_factors().T
+
+
+def test_factor_shapes(fitted):
+    model, _, side = fitted
+    assert list(model.item_ids) == list(catalogue(side))
+    v = model.item_factors()
+    assert v.shape == (2 * N_ITEMS_PER_GROUP + 1, 17) and v.dtype == np.float32
+    hist = history([], ["nobody"], model.item_ids)
+    u = model.user_factors(hist, SideFeatures())
+    assert u.shape == (1, 17) and np.isfinite(u).all() and u[0, -1] == 1.0
+
+
+def test_new_user_adapts_from_three_support_items(fitted):
+    model, _, _ = fitted
+    support = [("new", "a3"), ("new", "a7"), ("new", "a11")]
+    hist = history(support, ["new"], model.item_ids)
+    s = scores_of(model, hist, SideFeatures())[0]  # no side features: support alone
+    s[np.isin(model.item_ids, ["a3", "a7", "a11"])] = -np.inf
+    top = model.item_ids[np.argsort(-s)[:10]]
+    assert all(str(i).startswith("a") for i in top[:5]), top
+    assert sum(str(i).startswith("a") for i in top) >= 9, top
+    # The same user seen as a b-lover gets b items: adaptation, not a global ranking.
+    hist_b = history([("new", "b3"), ("new", "b7"), ("new", "b11")], ["new"], model.item_ids)
+    top_b = model.item_ids[np.argsort(-scores_of(model, hist_b, SideFeatures())[0])[:10]]
+    assert sum(str(i).startswith("b") for i in top_b) >= 8, top_b
+
+
+def test_zero_shot_user_from_side_features(fitted):
+    model, _, side = fitted
+    hist = history([], ["zs_b"], model.item_ids)
+    s = scores_of(model, hist, side)[0]
+    assert np.isfinite(s).all()
+    top = model.item_ids[np.argsort(-s)[:10]]
+    assert sum(str(i).startswith("b") for i in top) >= 8, top
+
+
+def test_new_item_scored_from_features(fitted):
+    model, _, _ = fitted
+    users = ["ua", "ub"]
+    hist = history([("ua", "a1"), ("ua", "a2"), ("ub", "b1"), ("ub", "b2")], users,
+                   model.item_ids)  # fmt: skip
+    s = scores_of(model, hist, SideFeatures())
+    j = list(model.item_ids).index("a_new")
+    assert np.isfinite(s[:, j]).all()
+    assert s[0, j] != s[1, j]
+    # It looks like an `a` item, so the a-lover ranks it higher than the b-lover does.
+    rank = (s > s[:, [j]]).sum(1)
+    assert rank[0] < rank[1]
+
+
+def test_history_over_another_catalogue_is_mapped(fitted):
+    model, _, _ = fitted
+    rows = [("x", "a3"), ("x", "a7"), ("x", "zz_unknown")]
+    other = np.array(["zz_unknown", "a7", "a3"], dtype=object)
+    u1 = model.user_factors(history(rows, ["x"], other), SideFeatures())
+    u2 = model.user_factors(history(rows[:2], ["x"], model.item_ids), SideFeatures())
+    np.testing.assert_allclose(u1, u2, rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, frame, side = fitted
+    model.save(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json", "encoders.json", "item_ids.json", "model.pt"
+    ]  # fmt: skip
+    back = MetaLearner.load(tmp_path / "ckpt")
+    hist = Interactions.from_frame(frame, item_ids=model.item_ids)
+    np.testing.assert_array_equal(back.item_factors(), model.item_factors())
+    np.testing.assert_array_equal(back.user_factors(hist, side), model.user_factors(hist, side))
+    assert list(back.item_ids) == list(model.item_ids)
+    assert back.config == model.config
+    with pytest.raises(Exception, match="not a metalearner"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "config.json").write_text('{"model": "ease"}')
+        MetaLearner.load(tmp_path / "other")
+
+
+def test_helpers():
+    assert bucket(torch.tensor([0, 1, 2, 3, 4, 7, 8, 1000])).tolist() == [0, 1, 2, 2, 3, 3, 4, 7]
+    seen = seen_mask(torch.tensor([[2, -1], [0, 1], [-1, -1]]), 4)
+    assert seen.tolist() == [
+        [False, False, True, False], [True, True, False, False], [False] * 4
+    ]  # fmt: skip

@@ -126,9 +126,21 @@ class Lake:
         return sorted(out)
 
     # ---- Parquet partitions ------------------------------------------------------
-    def write_partition(self, table: str, data: pl.DataFrame | pa.Table, **partition: Any) -> str:
-        """Atomically write (or replace) one partition; returns the file path."""
+    def write_partition(
+        self,
+        table: str,
+        data: pl.DataFrame | pa.Table,
+        schema: pa.Schema | None = None,
+        **partition: Any,
+    ) -> str:
+        """Atomically write (or replace) one partition; returns the file path.
+
+        With `schema`, the data is cast to it (columns selected in its order), so stored
+        files match the table contract exactly (Polars exports large_string otherwise).
+        """
         arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+        if schema is not None:
+            arrow = arrow.select(schema.names).cast(schema)
         target = self.partition_file(table, **partition)
         buf = io.BytesIO()
         pq.write_table(arrow, buf, compression="zstd")

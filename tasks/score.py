@@ -1,0 +1,313 @@
+"""Top-K scoring: every user against the full catalogue, seen items excluded.
+
+Reads no table: the nightly flow hands over a fitted model and the users' histories, and
+tasks/publish.py writes the frame returned by `recommend` to gold/recommendations.
+
+Scores are `user_factors @ item_factors.T` (the contract of tasks/models/base.py). On CPU
+the catalogue is scanned in tiles small enough to stay in a core's L2 cache, and each tile
+is reduced at once to two levels of maxima: sub-groups of SUB items (kept) and groups of
+GROUP sub-groups (searched). The top k items of a user lie in the k sub-groups with the
+highest maxima, which lie in the k groups with the highest maxima (an item of the top k
+makes its sub-group's and group's maximum at least the k-th best score, and at most k
+groups or sub-groups hold one), so only k * SUB candidates are rescored exactly. Blocks of
+users run on one worker thread per core; peak memory is one block's tiles and maxima per
+worker, whatever the number of users. On CUDA, and for small catalogues, a plain blocked
+matmul + `torch.topk` is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from threading import local
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from tasks.models.base import Interactions, Recommender, SideFeatures
+
+# One block's score matrix is at most this many bytes (fp32) in the plain path.
+MAX_BLOCK_BYTES = 256 * 2**20
+# CPU path: users per block and items per tile; a 256 x 2048 fp32 tile (2 MiB) fits in the
+# L2 cache of one core, measured fastest on the 2-core dev machine (benchmarks/).
+TILE_USERS = 256
+TILE_ITEMS = 2048
+# Items per sub-group and sub-groups per group (two levels of maxima): the tile is reduced
+# to SUB x smaller sub-group maxima (kept) and SUB * GROUP x smaller group maxima (searched).
+SUB = 4
+GROUP = 4
+NEG_INF = float("-inf")
+
+
+def top_k(
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    block_users: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best `k` items per user by dot product, skipping items marked in `exclude`.
+
+    Args:
+        user_factors: (n_users, d) float32.
+        item_factors: (n_items, d) float32.
+        k: list length; capped at n_items.
+        exclude: optional (n_users, n_items) sparse matrix; nonzero entries are never
+            recommended (items the user already interacted with).
+        block_users: users per block; default fits MAX_BLOCK_BYTES (the CPU path caps it
+            at TILE_USERS so its tiles stay in cache).
+        device: torch device; default CUDA when available, else CPU.
+
+    Returns:
+        (items, scores): (n_users, k) int32 item indices, best first, and float32 scores.
+        Where fewer than k items remain unexcluded, the tail has score -inf.
+    """
+    n_users, n_items = len(user_factors), len(item_factors)
+    k = min(k, n_items)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out_items = np.empty((n_users, k), np.int32)
+    out_scores = np.empty((n_users, k), np.float32)
+    if n_users == 0 or k == 0:
+        return out_items, out_scores
+    if exclude is not None:
+        exclude = exclude.tocsr()
+        if exclude.shape != (n_users, n_items):
+            raise ValueError(f"exclude has shape {exclude.shape}, expected {(n_users, n_items)}")
+    users = np.ascontiguousarray(user_factors, np.float32)
+    items = np.ascontiguousarray(item_factors, np.float32)
+    if dev.type == "cpu" and n_items >= 2 * TILE_ITEMS and k * SUB * GROUP * 4 <= n_items:
+        _top_k_tiled(users, items, k, exclude, block_users, out_items, out_scores)
+    else:
+        _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scores)
+    return out_items, out_scores
+
+
+def _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scores) -> None:
+    """Plain path: one (block, n_items) score matrix per block, then torch.topk."""
+    n_users, n_items = len(users), len(items)
+    if block_users is None:
+        block_users = MAX_BLOCK_BYTES // (4 * max(n_items, 1))
+    block_users = max(1, min(n_users, block_users))
+    items_t = torch.as_tensor(items, device=dev)
+    buffer = torch.empty((block_users, n_items), dtype=torch.float32, device=dev)
+    with torch.inference_mode():
+        for start in range(0, n_users, block_users):
+            stop = min(start + block_users, n_users)
+            users_t = torch.as_tensor(users[start:stop], device=dev)
+            scores = buffer[: stop - start]
+            torch.mm(users_t, items_t.T, out=scores)
+            if exclude is not None:
+                rows, cols = _seen_in_block(exclude, start, stop)
+                if len(rows):
+                    flat = torch.as_tensor(rows * n_items + cols, device=dev)
+                    scores.view(-1).index_fill_(0, flat, NEG_INF)
+            best, idx = torch.topk(scores, k, dim=1, sorted=True)
+            out_items[start:stop] = idx.to(torch.int32).cpu().numpy()
+            out_scores[start:stop] = best.cpu().numpy()
+
+
+def _top_k_tiled(users, items, k, exclude, block_users, out_items, out_scores) -> None:
+    """CPU path: cache-sized score tiles reduced to sub-group maxima, then exact rescoring."""
+    n_users = len(users)
+    plan = _TilePlan(torch.from_numpy(items), k)
+    block = max(1, min(TILE_USERS, block_users or TILE_USERS, n_users))
+    users_t = torch.from_numpy(users)
+    scratch = local()
+
+    def run(start: int) -> None:
+        if not hasattr(scratch, "tile"):
+            scratch.tile = torch.empty((block, plan.tile), dtype=torch.float32)
+            scratch.subs = torch.empty((plan.n_tiles, block, plan.span1), dtype=torch.float32)
+            scratch.groups = torch.empty((block, plan.n_tiles * plan.span2), dtype=torch.float32)
+        stop = min(start + block, n_users)
+        seen = _seen_in_block(exclude, start, stop) if exclude is not None else None
+        with torch.inference_mode():  # grad mode is per thread: set it in the worker
+            out_items[start:stop], out_scores[start:stop] = _score_block(
+                users_t[start:stop], seen, plan, scratch
+            )
+
+    # One worker per core, each running torch single-threaded on its own tiles: a tile
+    # stays in its core's L2 between the matmul and the max, and small ops pay no thread
+    # pool synchronisation. Torch releases the GIL inside kernels, so threads suffice.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads_before) as pool:
+            list(pool.map(run, range(0, n_users, block)))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+class _TilePlan:
+    """Geometry of the tiled scan, shared read-only by all workers.
+
+    A tile of `tile` columns has `span1 = tile / SUB` sub-groups (sub-group j: columns
+    j, j + span1, ..., SUB of them) and `span2 = span1 / GROUP` groups (group g: sub-groups
+    g, g + span2, ..., GROUP of them). Strided members make each max an elementwise max of
+    contiguous slices, which vectorises.
+    """
+
+    def __init__(self, items: torch.Tensor, k: int) -> None:
+        self.k, self.n_items = k, len(items)
+        self.n_tiles = -(-self.n_items // TILE_ITEMS)
+        quantum = 16 * SUB * GROUP  # keeps every slice 64-byte aligned
+        self.tile = -(-self.n_items // (self.n_tiles * quantum)) * quantum
+        self.padded = self.n_tiles * self.tile
+        self.span1 = self.tile // SUB
+        self.span2 = self.span1 // GROUP
+        self.sub_offsets = torch.arange(GROUP, dtype=torch.int64) * self.span2
+        self.item_offsets = torch.arange(SUB, dtype=torch.int64) * self.span1
+        # Zero rows pad the last tile; their scores are set to -inf before any reduction.
+        self.items = torch.zeros((self.padded, items.shape[1]), dtype=torch.float32)
+        self.items[: self.n_items] = items
+        self.items_np = self.items.numpy()
+
+
+def _score_block(
+    users: torch.Tensor,
+    seen: tuple[np.ndarray, np.ndarray] | None,
+    plan: _TilePlan,
+    scratch: local,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one block of users: tiled two-level maxima, then exact rescoring."""
+    n, tile, span1, span2 = len(users), plan.tile, plan.span1, plan.span2
+    block = scratch.subs.shape[1]
+    scores, groups = scratch.tile[:n], scratch.groups[:n]
+    seen_flat, seen_bounds = _seen_by_tile(seen, plan)
+    for t in range(plan.n_tiles):
+        lo = t * tile
+        torch.mm(users, plan.items[lo : lo + tile].T, out=scores)
+        if lo + tile > plan.n_items:
+            scores[:, plan.n_items - lo :] = NEG_INF
+        a, b = seen_bounds[t], seen_bounds[t + 1]
+        if b > a:
+            scores.view(-1).index_fill_(0, torch.from_numpy(seen_flat[a:b]), NEG_INF)
+        subs = scratch.subs[t, :n]
+        torch.amax(scores.view(n, SUB, span1), dim=1, out=subs)
+        torch.amax(subs.view(n, GROUP, span2), dim=1, out=groups[:, t * span2 : (t + 1) * span2])
+    # Best k groups -> their GROUP sub-groups -> best k sub-groups -> their SUB items.
+    top_groups = torch.topk(groups, plan.k, dim=1, sorted=False).indices
+    tg, g = top_groups // span2, top_groups % span2
+    rows = torch.arange(n, dtype=torch.int64).view(n, 1, 1) * span1
+    sub_at = ((tg * (block * span1) + g).unsqueeze(2) + rows + plan.sub_offsets).view(n, -1)
+    top_subs = torch.topk(torch.take(scratch.subs, sub_at), plan.k, dim=1, sorted=False).indices
+    sub = sub_at.gather(1, top_subs) - rows.view(n, 1)  # tile * block * span1 + sub-group
+    ts, j = sub // (block * span1), sub % (block * span1)
+    cand = ((ts * tile + j).unsqueeze(2) + plan.item_offsets).view(n, -1)  # (n, k * SUB)
+    invalid = _is_seen(cand, seen, plan) | (cand >= plan.n_items)
+    cand.clamp_(max=plan.n_items - 1)  # a padding column never leaves this function
+    # Exact rescoring; numpy's row gather is several times faster than index_select.
+    factors = torch.from_numpy(np.take(plan.items_np, cand.numpy().ravel(), axis=0))
+    cand_scores = (factors.view(n, cand.shape[1], -1) * users.unsqueeze(1)).sum(dim=2)
+    cand_scores.masked_fill_(invalid, NEG_INF)
+    best, pick = torch.topk(cand_scores, plan.k, dim=1, sorted=True)
+    return cand.gather(1, pick).to(torch.int32).numpy(), best.numpy()
+
+
+def _is_seen(cand: torch.Tensor, seen, plan: _TilePlan) -> torch.Tensor:
+    """(n, c) bool: whether each candidate item is an excluded item of its user."""
+    if seen is None or not len(seen[0]):
+        return torch.zeros(cand.shape, dtype=torch.bool)
+    rows, cols = seen
+    keys = np.sort(rows * plan.padded + cols)
+    probe = (np.arange(len(cand), dtype=np.int64)[:, None] * plan.padded + cand.numpy()).ravel()
+    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    return torch.from_numpy((keys[pos] == probe).reshape(cand.shape))
+
+
+def _seen_in_block(exclude: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row within block, item) int64 pairs of the excluded entries of users start..stop."""
+    lo, hi = exclude.indptr[start], exclude.indptr[stop]
+    counts = np.diff(exclude.indptr[start : stop + 1])
+    rows = np.repeat(np.arange(stop - start, dtype=np.int64), counts)
+    return rows, exclude.indices[lo:hi].astype(np.int64)
+
+
+def _seen_by_tile(seen, plan: _TilePlan) -> tuple[np.ndarray | None, np.ndarray]:
+    """Flat offsets of seen entries inside their tile, grouped by tile, and tile bounds."""
+    if seen is None or not len(seen[0]):
+        return None, np.zeros(plan.n_tiles + 1, np.int64)
+    rows, cols = seen
+    which = cols // plan.tile
+    order = np.argsort(which, kind="stable")
+    flat = (rows * plan.tile + cols - which * plan.tile)[order]
+    return flat, np.searchsorted(which[order], np.arange(plan.n_tiles + 1))
+
+
+def recommend(
+    model: Recommender,
+    histories: Interactions,
+    side: SideFeatures,
+    k: int,
+    segments: np.ndarray | None = None,
+    block_users: int | None = None,
+) -> pl.DataFrame:
+    """Top-k recommendations of every user of `histories`, seen items excluded.
+
+    Args:
+        model: a fitted recommender; `histories.item_ids` must be its catalogue.
+        histories: every user to score (rows may be empty: zero-shot users).
+        side: side features handed to `model.user_factors`.
+        k: list length.
+        segments: optional (n_users,) segment per user (see `assign_segments`).
+        block_users: users per scoring block (memory bound), see `top_k`.
+
+    Returns:
+        user_id (String), rank (Int16, 1..k), item_id (String), score (Float32), plus
+        user_segment (String) when segments are given; k rows per user, fewer only for a
+        user who has seen all but fewer than k items of the catalogue.
+    """
+    catalogue = np.asarray(model.item_ids)
+    if len(catalogue) != histories.n_items or not np.array_equal(
+        catalogue.astype(str), np.asarray(histories.item_ids).astype(str)
+    ):
+        raise ValueError("histories.item_ids must be the model's catalogue (model.item_ids)")
+    if segments is not None and len(segments) != histories.n_users:
+        raise ValueError(f"{len(segments)} segments for {histories.n_users} users")
+    user_f = model.user_factors(histories, side)
+    items, scores = top_k(
+        user_f,
+        model.item_factors(),
+        k,
+        exclude=histories.csr(binary=True),
+        block_users=block_users,
+    )
+    n_users, width = items.shape
+    keep = np.isfinite(scores).ravel()  # -inf: nothing left to recommend to that user
+    user_idx = np.repeat(np.arange(n_users, dtype=np.int64), width)[keep]
+    ranks = np.tile(np.arange(1, width + 1, dtype=np.int16), n_users)[keep]
+    # Gather strings on the Polars side: one Series per vocabulary, indexed in Rust.
+    columns = {
+        "user_id": _strings(histories.user_ids).gather(user_idx),
+        "rank": pl.Series(ranks, dtype=pl.Int16),
+        "item_id": _strings(catalogue).gather(items.ravel()[keep]),
+        "score": pl.Series(scores.ravel()[keep], dtype=pl.Float32),
+    }
+    if segments is not None:
+        columns["user_segment"] = _strings(segments).gather(user_idx)
+    return pl.DataFrame(columns)
+
+
+def _strings(values: np.ndarray) -> pl.Series:
+    return pl.Series(np.asarray(values).astype(str), dtype=pl.String)
+
+
+def assign_segments(
+    histories: Interactions, run_date: dt.date | str, new_user_days: int = 30
+) -> np.ndarray:
+    """Segment of every user of `histories` on `run_date` (an array of str).
+
+    `cold_zero_shot`: no interaction at all (scored from features alone); `new`: first
+    interaction within `new_user_days` days before the end of run_date (UTC); `warm`:
+    everyone else.
+    """
+    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    cutoff = int(end.timestamp()) - new_user_days * 86_400
+    first = np.full(histories.n_users, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, histories.user, histories.ts.astype(np.int64))
+    counts = np.bincount(histories.user, minlength=histories.n_users)
+    return np.where(counts == 0, "cold_zero_shot", np.where(first >= cutoff, "new", "warm"))

@@ -146,7 +146,10 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         raise UserError(f"--end {args.end} is before --start {args.start}")
     settings = _settings(args, top_k=args.top_k)
     state = backfill_flow(
-        start=args.start, end=args.end, storage=settings.storage, top_k=settings.top_k,
+        start=args.start,
+        end=args.end,
+        storage=settings.storage,
+        top_k=settings.top_k,
         return_state=True,
     )
     return 0 if state.is_completed() else 1
@@ -160,10 +163,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from tasks.publish import open_warehouse
+    from tasks.publish import connect_warehouse, warehouse_path
+    from tasks.storage import lake_from
 
     settings = _settings(args)
-    con = open_warehouse(settings.storage, read_only=True)
+    lake = lake_from(settings.storage)
+    if not lake.is_local or not Path(warehouse_path(lake)).exists():
+        raise UserError(
+            f"no warehouse at {warehouse_path(lake)}: run `metarec nightly` (or `demo`) first"
+        )
+    con = connect_warehouse(lake)
     queries = [args.command] if args.command else None
     if queries is None:
         print("metarec sql: DuckDB on the warehouse; end a statement with ';', Ctrl-D quits.")
@@ -177,7 +186,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
                 rel = con.sql(buffer)
                 if rel is not None:
                     print(rel)
-            except Exception as exc:  # noqa: BLE001 - a bad query is the user's to fix
+            except Exception as exc:  # a bad query is the user's to fix
                 print(f"error: {exc}", file=sys.stderr)
                 if queries:
                     return 1
@@ -213,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    p = add("demo", _cmd_demo, "land the bundled MovieLens sample, run its last nights, show results")
+    p = add("demo", _cmd_demo, "land the bundled sample, run its last nights, show results")
     p.add_argument("--days", type=_positive, default=3, help="nights to backfill (default 3)")
 
     p = add("import-movielens", _cmd_import_movielens, "land a MovieLens copy as raw logs")

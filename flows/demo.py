@@ -21,7 +21,7 @@ def run_demo(settings: Settings, days: int = 3) -> int:
     """Run the demo end to end; returns the process exit code."""
     from flows.nightly import backfill_flow
     from tasks.movielens import bundled_sample_path, import_movielens
-    from tasks.publish import open_warehouse
+    from tasks.publish import connect_warehouse
 
     lake = lake_from(settings.storage)
     print(f"[demo] landing the bundled MovieLens latest-small sample into {lake.root}")
@@ -29,32 +29,45 @@ def run_demo(settings: Settings, days: int = 3) -> int:
     print(f"[demo] {imported}")
     end = _SAMPLE_LAST_DAY
     start = end - dt.timedelta(days=days - 1)
-    print(f"[demo] backfill {start} .. {end}: ingest, validate, episodes, train, evaluate, "
-          "score, publish for each night")
+    print(
+        f"[demo] backfill {start} .. {end}: ingest, validate, episodes, train, evaluate, "
+        "score, publish for each night"
+    )
     state = backfill_flow(
-        start=start.isoformat(), end=end.isoformat(), storage=lake.root,
-        top_k=settings.top_k, return_state=True,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        storage=lake.root,
+        top_k=settings.top_k,
+        return_state=True,
     )
     if not state.is_completed():
         print("[demo] the backfill did not complete; see the log above", flush=True)
         return 1
-    _report(lake, open_warehouse(lake.root, read_only=True))
+    _report(lake, connect_warehouse(lake))
     return 0
 
 
 def _report(lake, con) -> None:
     print("\n=== what was produced ===")
-    for table in ("silver/interactions", "quarantine/interactions", "gold/episodes",
-                  "gold/recommendations", "gold/metrics", "models"):
+    for table in (
+        "silver/interactions",
+        "quarantine/interactions",
+        "gold/episodes",
+        "gold/recommendations",
+        "gold/metrics",
+        "models",
+    ):
         key = "dt" if "interactions" in table else "run_date"
         print(f"  {lake.path(table)}  ({len(lake.partitions(table, key))} partitions)")
     print(f"  {lake.base.rstrip('/')}/warehouse.duckdb  (DuckDB views for SQL)")
 
     print("\n=== last night's runs ===")
-    print(con.sql(
-        "SELECT dt AS run_date, status, published_model, gate_reason FROM runs "
-        "WHERE stage = 'nightly' ORDER BY dt"
-    ).pl())
+    print(
+        con.sql(
+            "SELECT dt AS run_date, status, published_model, gate_reason FROM runs "
+            "WHERE stage = 'nightly' ORDER BY dt"
+        ).pl()
+    )
 
     latest = con.sql("SELECT max(run_date) FROM recommendations_latest").fetchall()[0][0]
     user = con.sql(
@@ -75,18 +88,19 @@ def _report(lake, con) -> None:
     with pl.Config(tbl_rows=20, fmt_str_lengths=60):
         print(recs)
 
-    print("\n=== evaluation on the holdout (NDCG@10, all users) ===")
-    print(con.sql(
-        "SELECT model, round(ndcg_at_10, 4) AS ndcg_at_10, round(recall_at_20, 4) AS recall_at_20"
-        f" FROM metrics WHERE run_date = DATE '{latest}' AND segment = 'all' "
-        "ORDER BY ndcg_at_10 DESC"
-    ).pl())
+    print("\n=== evaluation on the holdout (all users; NDCG@10, Recall@20) ===")
+    metrics = con.execute(
+        "SELECT model, round(ndcg_at_10, 4) AS ndcg_at_10, round(recall_at_20, 4) AS recall_at_20,"
+        " is_champion FROM metrics WHERE run_date = ? AND segment = 'all' ORDER BY ndcg_at_10 DESC",
+        [latest],
+    ).pl()
+    print(metrics)
 
     print(f"""
 === query it yourself ===
   .venv/bin/metarec sql --storage {lake.root} -c \\
     "SELECT rank, item_id, score FROM recommendations_latest WHERE user_id = '{user}' ORDER BY rank"
-  duckdb {lake.base.rstrip('/')}/warehouse.duckdb   (any DuckDB client; views read the Parquet)
+  duckdb {lake.base.rstrip("/")}/warehouse.duckdb   (any DuckDB client; views read the Parquet)
 
 === watch it in the Prefect UI ===
   .venv/bin/prefect server start --host 127.0.0.1      then open http://127.0.0.1:4200

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from tasks.config import Settings
 from tasks.models.base import Interactions, Recommender, SideFeatures
 from tasks.models.baselines import (
     BASELINES,
@@ -436,3 +437,43 @@ def write_metrics(
         pl.lit(day).alias("run_date"), pl.col("is_champion").fill_null(False)
     ).select("run_date", pl.exclude("run_date"))
     return lake.write_partition("gold/metrics", frame, run_date=day)
+
+
+# ---- the nightly evaluate stage --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluateStageResult:
+    """What the nightly evaluate stage found (small: passed between Prefect tasks)."""
+
+    run_date: dt.date
+    path: str
+    cutoff: dt.datetime
+    decision: ChampionDecision
+    table: list[dict]  # one row per (model, segment), as written to gold/metrics
+
+
+def evaluate_stage(lake: Lake, run_date: dt.date | str, settings: Settings) -> EvaluateStageResult:
+    """Fit the baselines on the split's training part, evaluate them beside tonight's
+    meta-learner (models/run_date=D, trained on the same part) on the holdout, choose the
+    champion through the gate, and write `gold/metrics/run_date=D/`."""
+    from tasks.history import load_history
+    from tasks.models.metalearner import MetaLearner
+
+    day = parse_date(run_date)
+    history = load_history(lake, day)
+    split = temporal_split(history.interactions)
+    models = fit_baselines(split.train, history.side, split.cutoff)
+    checkpoint = lake.url("models", run_date=day)
+    if lake.fs.exists(f"{lake.path('models', run_date=day)}/model.pt"):
+        models["metalearner"] = MetaLearner.load(checkpoint)
+    metrics = evaluate_models(models, split, history.side)
+    decision = choose_champion(metrics)
+    path = write_metrics(lake, day, metrics, champion=decision)
+    return EvaluateStageResult(
+        run_date=day,
+        path=path,
+        cutoff=split.cutoff,
+        decision=decision,
+        table=lake.read_partition("gold/metrics", run_date=day).to_dicts(),
+    )

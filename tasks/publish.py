@@ -19,6 +19,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 from schemas.recommendations import RECOMMENDATIONS, SEGMENTS, VERSION
+from tasks.config import Settings
 from tasks.storage import Lake, parse_date
 
 log = logging.getLogger(__name__)
@@ -341,3 +343,77 @@ def _literal(text: str) -> str:
     if "\x00" in text:
         raise ValueError("NUL character in a path")
     return "'" + text.replace("'", "''") + "'"
+
+
+# ---- the nightly publish stage ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What the nightly publish stage made visible (small: rendered as artifacts)."""
+
+    run_date: dt.date
+    path: str
+    url: str
+    model: str
+    model_version: str
+    rows: int
+    users: int
+    warehouse: str | None
+    preview: list[dict]
+
+
+def publish_stage(
+    lake: Lake,
+    run_date: str | dt.date,
+    settings: Settings,
+    scored: Any,
+    decision: Any,
+    stage_seconds: Mapping[str, float],
+    started_at: dt.datetime | None = None,
+) -> PublishResult:
+    """Check the staged table against the contract, publish it atomically as
+    `gold/recommendations/run_date=D/`, make sure the warehouse views exist, and record
+    the run in `gold/runs/`. `scored` is a tasks.score.ScoreStageResult and `decision` a
+    tasks.evaluate.ChampionDecision."""
+    from tasks.score import STAGING_TABLE
+
+    day = parse_date(run_date)
+    staged = lake.read_partition(STAGING_TABLE, run_date=day)
+    now = dt.datetime.now(dt.UTC)
+    path = write_recommendations(lake, day, staged, scored.model, scored.model_version, now)
+    lake.delete_partition(STAGING_TABLE, run_date=day)
+    warehouse = ensure_warehouse(lake)
+    record_run(
+        lake,
+        day,
+        {
+            "status": "published" if decision.published_from_candidate else "published_baseline",
+            "champion_model": decision.model,
+            "published_model": scored.model,
+            "published_from_candidate": decision.published_from_candidate,
+            "gate_reason": decision.reason,
+            "model_version": scored.model_version,
+            "top_k": settings.top_k,
+            "users_scored": scored.users,
+            "rows_published": staged.height,
+            "started_at": started_at or now,
+            "finished_at": dt.datetime.now(dt.UTC),
+            "stage_seconds": dict(stage_seconds),
+        },
+    )
+    preview = staged.sort("user_id", "rank").head(3 * settings.top_k)
+    return PublishResult(
+        run_date=day,
+        path=path,
+        url=lake.url(RECOMMENDATIONS_TABLE, run_date=day),
+        model=scored.model,
+        model_version=scored.model_version,
+        rows=staged.height,
+        users=scored.users,
+        warehouse=warehouse,
+        preview=[
+            {k: (str(v) if not isinstance(v, (int, float)) else v) for k, v in r.items()}
+            for r in preview.to_dicts()
+        ],
+    )

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from threading import local
 
 import numpy as np
@@ -26,7 +28,9 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from tasks.config import Settings
 from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.storage import Lake, parse_date
 
 # One block's score matrix is at most this many bytes (fp32) in the plain path.
 MAX_BLOCK_BYTES = 256 * 2**20
@@ -311,3 +315,62 @@ def assign_segments(
     np.minimum.at(first, histories.user, histories.ts.astype(np.int64))
     counts = np.bincount(histories.user, minlength=histories.n_users)
     return np.where(counts == 0, "cold_zero_shot", np.where(first >= cutoff, "new", "warm"))
+
+
+# ---- the nightly score stage -----------------------------------------------------------
+
+STAGING_TABLE = "staging/recommendations"
+
+
+@dataclass(frozen=True)
+class ScoreStageResult:
+    """What the nightly score stage staged for publishing (small: passed between tasks)."""
+
+    run_date: dt.date
+    staged_path: str
+    model: str
+    model_version: str
+    users: int
+    rows: int
+    segments: dict[str, int]
+
+
+def score_stage(
+    lake: Lake, run_date: dt.date | str, settings: Settings, model_name: str
+) -> ScoreStageResult:
+    """Top-K for every user known up to run_date (history or raw/users) from `model_name`.
+
+    The meta-learner is tonight's checkpoint (models/run_date=D), which adapts to each
+    user's full history with no retraining; a baseline is refitted on the full history and
+    saved beside it. The table is staged (`staging/recommendations/run_date=D/`) for the
+    publish stage, which checks the contract before anything becomes visible.
+    """
+    from tasks.history import load_history
+    from tasks.models.metalearner import MetaLearner
+
+    day = parse_date(run_date)
+    history = load_history(lake, day)
+    folder = lake.path("models", run_date=day)
+    if model_name == "metalearner":
+        model = MetaLearner.load(lake.url("models", run_date=day))
+    else:
+        from tasks.evaluate import fit_baselines
+
+        model = fit_baselines(history.interactions, history.side, history.now,
+                              names=(model_name,))[model_name]  # fmt: skip
+        if lake.is_local:  # baselines save to local folders only
+            model.save(Path(f"{folder}/{model_name}"))
+    segments = assign_segments(history.interactions, day)
+    recs = recommend(model, history.interactions, history.side, settings.top_k, segments,
+                     block_users=settings.score_block_users)  # fmt: skip
+    path = lake.write_partition(STAGING_TABLE, recs, run_date=day)
+    names, counts = np.unique(segments, return_counts=True)
+    return ScoreStageResult(
+        run_date=day,
+        staged_path=path,
+        model=model_name,
+        model_version=f"{model_name}@{day.isoformat()}",
+        users=int(recs["user_id"].n_unique()),
+        rows=recs.height,
+        segments={str(n): int(c) for n, c in zip(names, counts, strict=True)},
+    )

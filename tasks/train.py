@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.config import Settings
 from tasks.models.base import Interactions, SideFeatures
 from tasks.models.metalearner import MetaConfig, MetaLearner, MetaRecModel, seen_mask
 from tasks.storage import Lake, parse_date
@@ -295,3 +296,67 @@ def latest_checkpoint(lake: Lake, before: str | dt.date) -> str | None:
         if lake.fs.exists(f"{folder}/model.pt") and lake.fs.exists(f"{folder}/metrics.json"):
             return lake.url(TABLE, run_date=value)
     return None
+
+
+# ---- the nightly train stage -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainStageResult:
+    """What the nightly train stage did (small: passed between Prefect tasks)."""
+
+    run_date: dt.date
+    checkpoint: str
+    warm_start_from: str | None
+    train_users: int
+    train_rows: int
+    steps: int
+    seconds: float
+    best_step: int
+    best_metric: float | None
+    device: str
+    log: list[dict]
+
+
+def train_stage(
+    lake: Lake,
+    run_date: str | dt.date,
+    settings: Settings,
+    on_progress: Callable[[dict], None] | None = None,
+) -> TrainStageResult:
+    """Meta-train on the part of the history before the evaluation cutoff, warm-starting
+    from the previous night's checkpoint, and save `models/run_date=D/`.
+
+    The same model is evaluated on the holdout (tasks/evaluate.py) and, if it is the
+    champion, scores every user from their full history with no retraining.
+    """
+    from tasks.evaluate import temporal_split
+    from tasks.history import load_history
+
+    day = parse_date(run_date)
+    history = load_history(lake, day)
+    split = temporal_split(history.interactions)
+    init = latest_checkpoint(lake, day)
+    result = train_metalearner(
+        split.train,
+        history.side,
+        MetaConfig(),
+        budget_seconds=settings.train_budget_seconds,
+        init_from=init,
+        seed=settings.seed,
+        on_progress=on_progress,
+    )
+    path = save_checkpoint(result, lake, day)
+    return TrainStageResult(
+        run_date=day,
+        checkpoint=path,
+        warm_start_from=init,
+        train_users=int(np.unique(split.train.user).size),
+        train_rows=len(split.train),
+        steps=result.steps,
+        seconds=round(result.seconds, 3),
+        best_step=result.best_step,
+        best_metric=result.best_metric,
+        device=result.device,
+        log=result.log,
+    )

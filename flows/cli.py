@@ -134,7 +134,11 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 
     settings = _settings(args, top_k=args.top_k)
     state = nightly_flow(
-        run_date=args.date, storage=settings.storage, top_k=settings.top_k, return_state=True
+        run_date=args.date,
+        storage=settings.storage,
+        top_k=settings.top_k,
+        train_max_steps=args.train_steps,
+        return_state=True,
     )
     return 0 if state.is_completed() else 1
 
@@ -150,6 +154,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         end=args.end,
         storage=settings.storage,
         top_k=settings.top_k,
+        train_max_steps=args.train_steps,
         return_state=True,
     )
     return 0 if state.is_completed() else 1
@@ -248,11 +253,17 @@ def _parser() -> argparse.ArgumentParser:
     p = add("nightly", _cmd_nightly, "the whole nightly run for one date")
     p.add_argument("--date", type=_date, required=True)
     p.add_argument("--top-k", type=_positive, default=None, help="list length (default 20)")
+    p.add_argument(
+        "--train-steps", type=_positive, default=None, help="meta-learner steps (default 300)"
+    )
 
     p = add("backfill", _cmd_backfill, "nightly runs for every date in a range, in order")
     p.add_argument("--start", type=_date, required=True)
     p.add_argument("--end", type=_date, required=True)
     p.add_argument("--top-k", type=_positive, default=None)
+    p.add_argument(
+        "--train-steps", type=_positive, default=None, help="meta-learner steps (default 300)"
+    )
 
     p = add("sql", _cmd_sql, "query the warehouse with DuckDB (-c QUERY, or a shell)")
     p.add_argument("-c", "--command", help="run one query and exit")

@@ -42,7 +42,7 @@ def nightly_flow(
     run_date: str | None = None,
     storage: str | None = None,
     top_k: int | None = None,
-    train_budget_seconds: float | None = None,
+    train_max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run every stage for `run_date` (default: today, UTC) and publish its top-K table.
 
@@ -51,7 +51,7 @@ def nightly_flow(
     the run says why.
     """
     day = parse_date(run_date) if run_date else dt.datetime.now(dt.UTC).date()
-    settings = _settings(storage, top_k, train_budget_seconds=train_budget_seconds)
+    settings = _settings(storage, top_k, train_max_steps=train_max_steps)
     lake = lake_from(settings.storage)
     logger = get_run_logger()
     timings: dict[str, float] = {}
@@ -125,7 +125,7 @@ def backfill_flow(
     end: str,
     storage: str | None = None,
     top_k: int | None = None,
-    train_budget_seconds: float | None = None,
+    train_max_steps: int | None = None,
 ) -> Any:
     """A complete nightly run for every date from start to end, in order.
 
@@ -142,7 +142,7 @@ def backfill_flow(
             run_date=day.isoformat(),
             storage=storage,
             top_k=top_k,
-            train_budget_seconds=train_budget_seconds,
+            train_max_steps=train_max_steps,
             return_state=True,
         )
         results[day.isoformat()] = "ok" if state.is_completed() else f"failed: {state.message}"

@@ -39,5 +39,8 @@ class Settings(BaseSettings):
     score_block_users: int = 4096
     # Seed for everything random (episodes, training, evaluation splits).
     seed: int = 0
-    # Training budget for the meta-learner, in seconds of wall time.
-    train_budget_seconds: float = 30.0
+    # Meta-learner training length: `train_max_steps` steps (deterministic for a seed, so a
+    # rerun of a night reproduces its model), cut short by `train_budget_seconds` of wall
+    # time on a slow machine, or earlier by early stopping on the validation users.
+    train_max_steps: int = Field(300, ge=1)
+    train_budget_seconds: float = Field(45.0, gt=0)

@@ -379,10 +379,10 @@ def publish_stage(
     from tasks.score import STAGING_TABLE
 
     day = parse_date(run_date)
-    staged = lake.read_partition(STAGING_TABLE, run_date=day)
+    staged = lake.read_partition(STAGING_TABLE, run_date=day, model=scored.model)
     now = dt.datetime.now(dt.UTC)
     path = write_recommendations(lake, day, staged, scored.model, scored.model_version, now)
-    lake.delete_partition(STAGING_TABLE, run_date=day)
+    lake.delete_partition(STAGING_TABLE, run_date=day)  # every model staged that night
     warehouse = ensure_warehouse(lake)
     record_run(
         lake,

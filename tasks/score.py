@@ -343,7 +343,8 @@ def score_stage(
     The meta-learner is tonight's checkpoint (models/run_date=D), which adapts to each
     user's full history with no retraining; a baseline is refitted on the full history and
     saved beside it. The table is staged (`staging/recommendations/run_date=D/`) for the
-    publish stage, which checks the contract before anything becomes visible.
+    publish stage, which checks the contract before anything becomes visible
+    (write-audit-publish: readers never see an unchecked table).
     """
     from tasks.history import load_history
     from tasks.models.metalearner import MetaLearner
@@ -363,7 +364,7 @@ def score_stage(
     segments = assign_segments(history.interactions, day)
     recs = recommend(model, history.interactions, history.side, settings.top_k, segments,
                      block_users=settings.score_block_users)  # fmt: skip
-    path = lake.write_partition(STAGING_TABLE, recs, run_date=day)
+    path = lake.write_partition(STAGING_TABLE, recs, run_date=day, model=model_name)
     names, counts = np.unique(segments, return_counts=True)
     return ScoreStageResult(
         run_date=day,

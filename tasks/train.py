@@ -342,6 +342,7 @@ def train_stage(
         history.side,
         MetaConfig(),
         budget_seconds=settings.train_budget_seconds,
+        max_steps=settings.train_max_steps,
         init_from=init,
         seed=settings.seed,
         on_progress=on_progress,

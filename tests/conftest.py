@@ -32,3 +32,12 @@ def shared_data() -> Path:
 @pytest.fixture()
 def lake_root(tmp_path: Path) -> str:
     return str(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite in PREFECT_HOME) for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,161 @@
+"""The nightly run end to end on ML-100K (from ../shared/data), through the `metarec` CLI
+under the Prefect test harness: the published table follows the contract, DuckDB serves it,
+a brand-new user and a zero-shot user get sensible lists, a rerun reproduces the table, and
+the quality gate refuses a broken model."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from flows.cli import main
+from schemas.recommendations import RECOMMENDATIONS
+from tasks import evaluate, publish, score
+from tasks.config import Settings
+from tasks.movielens import import_movielens
+from tasks.storage import Lake
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+DAY = dt.date(1998, 4, 22)  # ML-100K's last day
+K = 20
+STEPS = "150"
+NEW_USER = "new-animation-fan"
+ZERO_SHOT = "zero-shot-student"
+# Three animated children's films: a taste far from the popularity list (Star Wars, ...).
+NEW_USER_ITEMS = ("1", "71", "95")
+
+
+@pytest.fixture(scope="module")
+def lake(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake(str(tmp_path_factory.mktemp("nightly") / "lake"))
+    import_movielens(shared_data / "ml-100k", lake)
+    # A user who arrived today with three interactions, landed like any other raw file.
+    csv = "user_id,item_id,ts,event_type,value\n" + "".join(
+        f"{NEW_USER},{item},{DAY}T20:0{n}:00Z,rating,5\n" for n, item in enumerate(NEW_USER_ITEMS)
+    )
+    lake.write_file("raw/interactions", "signups.csv", csv.encode(), dt=DAY)
+    # A user known only from the sign-up form: features, no interactions.
+    users_file = f"{lake.path('raw/users')}/users.parquet"
+    users = pl.read_parquet(lake.fs.open(users_file, "rb").read())
+    extra = pl.DataFrame(
+        {"user_id": [ZERO_SHOT], "age": [21], "gender": ["F"], "occupation": ["student"],
+         "zip_region": ["0"]},
+        schema=users.schema,
+    )  # fmt: skip
+    lake.write_file("raw/users", "users.parquet", _parquet(pl.concat([users, extra])))
+    code = main(["nightly", "--storage", lake.root, "--date", str(DAY), "--train-steps", STEPS])
+    assert code == 0
+    return lake
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return buf.getvalue()
+
+
+def _published(lake: Lake) -> pl.DataFrame:
+    return lake.read_partition("gold/recommendations", run_date=DAY)
+
+
+def test_table_follows_the_contract(lake: Lake) -> None:
+    path = lake.partition_file("gold/recommendations", run_date=DAY)
+    assert pq.read_schema(path).remove_metadata() == RECOMMENDATIONS
+    recs = _published(lake)
+    silver = lake.scan("silver/interactions")
+    users = set(silver["user_id"].unique()) | {ZERO_SHOT}
+    assert set(recs["user_id"].unique()) == users  # every user present
+    per_user = recs.group_by("user_id").agg(
+        pl.len().alias("n"), pl.col("rank").sort().alias("ranks"), pl.col("item_id").n_unique()
+    )
+    assert (per_user["n"] == K).all()
+    assert (per_user["item_id"] == K).all()
+    assert per_user["ranks"].to_list() == [list(range(1, K + 1))] * per_user.height
+    seen = recs.join(silver, on=["user_id", "item_id"], how="semi")
+    assert seen.is_empty(), "recommended an item the user already interacted with"
+    assert set(recs["user_segment"].unique()) <= {"new", "warm", "cold_zero_shot"}
+    assert recs.filter(pl.col("user_id") == ZERO_SHOT)["user_segment"].unique().to_list() == [
+        "cold_zero_shot"
+    ]
+    assert recs.filter(pl.col("user_id") == NEW_USER)["user_segment"].unique().to_list() == ["new"]
+    assert recs["run_date"].unique().to_list() == [DAY]
+
+
+def test_duckdb_serves_the_latest_table(lake: Lake) -> None:
+    con = publish.connect_warehouse(lake)
+    n, latest = con.sql("SELECT count(*), max(run_date) FROM recommendations_latest").fetchall()[0]
+    assert latest == DAY
+    assert n == _published(lake).height
+    rows = con.execute(
+        "SELECT rank, item_id FROM recommendations_latest WHERE user_id = ? ORDER BY rank",
+        [NEW_USER],
+    ).fetchall()
+    assert [r[0] for r in rows] == list(range(1, K + 1))
+    status = con.sql("SELECT status FROM runs WHERE stage = 'nightly'").fetchall()
+    assert status and status[0][0].startswith("published")
+
+
+def test_new_user_gets_personal_recommendations(lake: Lake) -> None:
+    recs = _published(lake)
+    mine = recs.filter(pl.col("user_id") == NEW_USER)["item_id"].to_list()
+    # The popularity list for the same user: most interacted items, seen ones excluded.
+    popular = (
+        lake.scan("silver/interactions")
+        .group_by("item_id")
+        .len()
+        .sort(["len", "item_id"], descending=[True, False])
+        .filter(~pl.col("item_id").is_in(NEW_USER_ITEMS))["item_id"]
+        .head(K)
+        .to_list()
+    )
+    assert len(set(mine) & set(popular)) < K // 2, "the new user's list is the popularity list"
+    items = pl.read_parquet(lake.fs.open(f"{lake.path('raw/items')}/items.parquet", "rb").read())
+    kids = set(items.filter(pl.col("genres").str.contains("Children's"))["item_id"])
+    # The support items are children's films: the list reflects them far more than
+    # popularity does.
+    assert len(kids & set(mine)) >= 3 * max(1, len(kids & set(popular)))
+
+
+def test_zero_shot_user_gets_recommendations(lake: Lake) -> None:
+    recs = _published(lake).filter(pl.col("user_id") == ZERO_SHOT)
+    assert recs.height == K
+    assert recs["score"].is_finite().all()
+
+
+def test_rerun_gives_the_same_table(lake: Lake) -> None:
+    before = _published(lake).drop("generated_at")
+    code = main(["nightly", "--storage", lake.root, "--date", str(DAY), "--train-steps", STEPS])
+    assert code == 0
+    after = _published(lake).drop("generated_at")
+    assert after.equals(before)
+
+
+def test_gate_refuses_a_broken_model(lake: Lake) -> None:
+    # Break tonight's meta-learner: random weights, same shapes.
+    folder = Path(lake.path("models", run_date=DAY))
+    state = torch.load(folder / "model.pt", weights_only=True)
+    gen = torch.Generator().manual_seed(0)
+    broken = {k: torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+              for k, v in state.items()}  # fmt: skip
+    torch.save(broken, folder / "model.pt")
+    settings = Settings(storage=lake.root)
+    evaluated = evaluate.evaluate_stage(lake, DAY, settings)
+    assert evaluated.decision.model != "metalearner"
+    assert not evaluated.decision.published_from_candidate
+    assert "metalearner" in evaluated.decision.reason
+    scored = score.score_stage(lake, DAY, settings, evaluated.decision.model)
+    publish.publish_stage(lake, DAY, settings, scored, evaluated.decision, {})
+    recs = _published(lake)
+    assert recs["model"].unique().to_list() == [evaluated.decision.model]
+    run = lake.read_partition("gold/runs", stage="nightly", dt=DAY)
+    assert run["status"].to_list() == ["published_baseline"]
+    assert np.isfinite(recs["score"].to_numpy()).all()

@@ -28,7 +28,13 @@ import torch
 
 from tasks.config import Settings
 from tasks.models.base import Interactions, SideFeatures
-from tasks.models.metalearner import MetaConfig, MetaLearner, MetaRecModel, seen_mask
+from tasks.models.metalearner import (
+    MetaConfig,
+    MetaLearner,
+    MetaRecModel,
+    prior_features,
+    seen_mask,
+)
 from tasks.storage import Lake, parse_date
 
 TABLE = "models"
@@ -70,8 +76,12 @@ def train_metalearner(
     seed: int = 0,
     device: str | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    now: dt.datetime | None = None,
 ) -> TrainResult:
     """Meta-train within budget_seconds of wall time (and at most max_steps steps).
+
+    `now` is when the model will score (its time prior is taken then); default: just
+    after the last training event.
 
     Deterministic on CPU for a seed when max_steps, not the budget, ends training.
     """
@@ -84,7 +94,7 @@ def train_metalearner(
     try:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        learner = MetaLearner.from_data(config, train, side)
+        learner = MetaLearner.from_data(config, train, side, now)
         warm = _warm_start(learner, init_from) if init_from else None
         model = learner.model.to(dev)
         episodes = _Episodes(train, side, learner, rng, dev)
@@ -172,6 +182,15 @@ class _Episodes:
         if len(self.train_users) == 0:
             raise ValueError("no users with interactions to train on")
         self.sizes = np.asarray(cfg.support_sizes, np.int64).clip(max=cfg.max_support)
+        # Time prior as of each episode's cut: snapshots at quantiles of the event times.
+        self.ts = train.ts
+        self.snap_times = np.array([], np.int64)
+        if cfg.prior_windows_days and len(train):
+            qs = np.linspace(0.0, 1.0, cfg.prior_snapshots)
+            self.snap_times = np.unique(np.quantile(train.ts, qs, method="lower"))
+            table = prior_features(train.ts, train.item, train.n_items, self.snap_times,
+                                   cfg.prior_windows_days)  # fmt: skip
+            self.prior_snap = torch.from_numpy(table).to(dev)
 
     def sample(self, n: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """One batch of episodes: support (most recent first, -1 padded) and query."""
@@ -190,11 +209,12 @@ class _Episodes:
             + cut[:, None]
             + (rng.random((n, cfg.query_size)) * (cnt - cut)[:, None]).astype(np.int64)
         )
-        return (
-            self._batch(users, sup_pos, sup_ok),
-            self._t(self.item[q_pos]),
-            self._t(self.weight[q_pos]),
-        )
+        batch = self._batch(users, sup_pos, sup_ok)
+        if len(self.snap_times):
+            at = np.searchsorted(self.snap_times, self.ts[base + cut], side="right") - 1
+            batch["snap"] = self._t(at.clip(min=0))
+            batch["prior_snap"] = self.prior_snap
+        return batch, self._t(self.item[q_pos]), self._t(self.weight[q_pos])
 
     def _batch(self, users: np.ndarray, sup_pos: np.ndarray, sup_ok: np.ndarray) -> dict:
         sup_pos = np.where(sup_ok, sup_pos, 0)
@@ -346,6 +366,7 @@ def train_stage(
         init_from=init,
         seed=settings.seed,
         on_progress=on_progress,
+        now=split.cutoff,
     )
     path = save_checkpoint(result, lake, day)
     return TrainStageResult(

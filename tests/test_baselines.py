@@ -22,6 +22,7 @@ from tasks.models.baselines import (
     EASEConfig,
     FeatureGroupPopular,
     FeatureGroupPopularConfig,
+    ItemFeatures,
     ItemKNN,
     ItemKNNConfig,
     MostPopular,
@@ -186,6 +187,35 @@ class TestFeatureGroupPopular(BaselineContract):
         return FeatureGroupPopular(FeatureGroupPopularConfig(columns=("taste",), prior_users=1))
 
 
+class TestItemFeaturesWithoutItemTable(BaselineContract):
+    expected = ("a", "a")  # no item features: every profile is empty, popularity decides
+
+    def make_model(self):
+        return ItemFeatures()
+
+
+def test_item_features_score_new_items_from_their_tags():
+    train, side = _checkerboard()
+    kinds = {i: i[0] for i in CATALOGUE}
+    kinds.update(new0="a", new1="b")  # the two items without interactions
+    items = pl.DataFrame(
+        {"item_id": list(CATALOGUE), "kind": [kinds[i] for i in CATALOGUE],
+         "tags": [f"{kinds[i]}|shared" for i in CATALOGUE], "title": list(CATALOGUE)}
+    )  # fmt: skip
+    side = SideFeatures(users=side.users, items=items)
+    model = ItemFeatures().fit(train, side, NOW)
+    hist = _new_users()
+    scores = model.user_factors(hist, side) @ model.item_factors().T
+    col = {i: k for k, i in enumerate(CATALOGUE)}
+    # new_a (A history) prefers the A-tagged new item, new_b the B-tagged one.
+    assert scores[0, col["new0"]] > scores[0, col["new1"]]
+    assert scores[1, col["new1"]] > scores[1, col["new0"]]
+    assert scores[0, col["new0"]] > scores[0, col["b1"]]
+    top = _top(model, hist, side, 3)
+    assert all(str(i)[0] == "a" or i == "new0" for i in top[0])
+    assert model.item_factors().shape[0] == len(CATALOGUE)
+
+
 def test_feature_groups_are_chosen_and_bucketed():
     train, side = _checkerboard()
     model = FeatureGroupPopular().fit(train, side, NOW)  # auto columns: taste and age
@@ -249,5 +279,6 @@ def test_registry_names_match_classes():
         "item_knn",
         "als",
         "feature_group_popular",
+        "item_features",
     }
     assert all(cls.name == name for name, cls in BASELINES.items())

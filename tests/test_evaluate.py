@@ -18,6 +18,7 @@ from tasks.evaluate import (
     choose_champion,
     coverage,
     evaluate_models,
+    evaluate_new_items,
     fit_baselines,
     ndcg_at_k,
     novelty,
@@ -147,6 +148,32 @@ def test_split_is_deterministic(ml100k, split):
 
 
 # ---- metrics ---------------------------------------------------------------------------
+def test_zero_shot_and_new_item_segments(ml100k, shared_data):
+    from tasks.movielens import _read_ml100k
+
+    data = ml100k[0]
+    side = SideFeatures(ml100k[1].users, _read_ml100k(shared_data / "ml-100k")[2])
+    full = temporal_split(data, n_values=(0, 1, 3, 5, 10), new_items=True)
+    zero = full.segments["new_n0"]
+    assert len(zero.history) == 0 and zero.history.n_users > 100
+    assert set(zero.history.user_ids) <= set(full.new_user_ids)
+    assert set(full.segments) == {f"new_n{n}" for n in (0, 1, 3, 5, 10)} | {"warm", "new_items"}
+    assert full.pooled == ("warm", "new_n5")
+    # New items have no training row; the new_items targets are only those items.
+    trained = np.bincount(full.train.item, minlength=full.train.n_items) > 0
+    assert len(full.new_items) > 10 and not trained[full.new_items].any()
+    seg = full.segments["new_items"]
+    assert len(seg.targets) > 0 and np.isin(seg.targets.item, full.new_items).all()
+    # A content model shows new items; popularity cannot (they have no training rows).
+    models = fit_baselines(full.train, side, full.cutoff, names=("most_popular", "item_features"))
+    table = {r["model"]: r for r in evaluate_new_items(models, full, side).iter_rows(named=True)}
+    assert table["most_popular"]["new_item_coverage"] == 0.0
+    assert table["most_popular"]["lists_with_new"] == 0.0
+    assert table["item_features"]["new_item_coverage"] > 0.0
+    assert 0.0 <= table["item_features"]["recall@20_new"] <= 1.0
+    assert table["item_features"]["users"] == seg.history.n_users
+
+
 def test_recall_and_ndcg_by_hand():
     hits = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
     n_rel = np.array([2, 3, 6])
@@ -227,6 +254,16 @@ def test_better_candidate_is_published():
     assert refused.model == "ease" and not refused.published_from_candidate
     missing = choose_champion(frame.filter(pl.col("model") != "metalearner"))
     assert missing.model == "ease" and "no metrics" in missing.reason
+
+
+def test_candidate_must_also_beat_every_other_model():
+    frame = pl.DataFrame(
+        {"model": ["most_popular", "ease", "metalearner"], "segment": ["all"] * 3,
+         "ndcg@10": [0.082, 0.099, 0.095]}
+    )  # fmt: skip
+    decision = choose_champion(frame)
+    assert decision.model == "ease" and not decision.published_from_candidate
+    assert "beats most_popular 0.082 but not ease" in decision.reason
 
 
 # ---- fitting, tuning, writing ---------------------------------------------------------

@@ -3,6 +3,7 @@ two groups of users who like two disjoint sets of items."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from tasks.models.base import Interactions, SideFeatures
-from tasks.models.metalearner import MetaConfig, MetaLearner, bucket, seen_mask
+from tasks.models.metalearner import MetaConfig, MetaLearner, bucket, prior_features, seen_mask
 
 N_PER_GROUP, N_ITEMS_PER_GROUP = 40, 20
 
@@ -74,10 +75,11 @@ def test_factor_shapes(fitted):
     model, _, side = fitted
     assert list(model.item_ids) == list(catalogue(side))
     v = model.item_factors()
-    assert v.shape == (2 * N_ITEMS_PER_GROUP + 1, 17) and v.dtype == np.float32
+    width = 16 + 1 + len(model.config.prior_windows_days)  # [u, 1, prior weights]
+    assert v.shape == (2 * N_ITEMS_PER_GROUP + 1, width) and v.dtype == np.float32
     hist = history([], ["nobody"], model.item_ids)
     u = model.user_factors(hist, SideFeatures())
-    assert u.shape == (1, 17) and np.isfinite(u).all() and u[0, -1] == 1.0
+    assert u.shape == (1, width) and np.isfinite(u).all() and u[0, 16] == 1.0
 
 
 def test_new_user_adapts_from_three_support_items(fitted):
@@ -151,3 +153,32 @@ def test_helpers():
     assert seen.tolist() == [
         [False, False, True, False], [True, True, False, False], [False] * 4
     ]  # fmt: skip
+
+
+def test_prior_features_by_hand():
+    day = 86_400
+    ts = np.array([0, 1, 2, 9, 10]) * day
+    items = np.array([0, 0, 1, 2, 2])
+    out = prior_features(ts, items, 3, np.array([10 * day, 11 * day]), (7.0, 0.0))
+    # At day 10, last 7 days = [3, 10): one event of item 2; all time: 2, 1, 1.
+    week = np.log((np.array([0, 0, 1]) + 1) / (1 / 3 + 1))
+    alltime = np.log((np.array([2, 1, 1]) + 1) / (4 / 3 + 1))
+    np.testing.assert_allclose(out[0, :, 0], week, rtol=1e-6)
+    np.testing.assert_allclose(out[0, :, 1], alltime, rtol=1e-6)
+    np.testing.assert_allclose(
+        out[1, :, 1], np.log((np.array([2, 1, 2]) + 1) / (5 / 3 + 1)), rtol=1e-5
+    )
+
+
+def test_time_prior_moves_with_now(fitted):
+    model, frame, _ = fitted
+    before = model.item_factors()[:, -3:].copy()
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    # A history where only b3 was taken in the last week: its 7-day prior is the top one.
+    late = history([("x", "b3")] * 3, ["x"], model.item_ids)
+    late = dataclasses.replace(late, ts=np.full(3, int(now.timestamp()) - 3600))
+    model.set_time_prior(late, now)
+    week = model.item_factors()[:, -3]
+    assert model.item_ids[np.argmax(week)] == "b3" and model.prior_now == int(now.timestamp())
+    model.set_time_prior(Interactions.from_frame(frame, item_ids=model.item_ids), now)
+    np.testing.assert_allclose(model.item_factors()[:, -3:], before, rtol=1e-5, atol=1e-6)

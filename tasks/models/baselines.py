@@ -11,6 +11,9 @@ under `models/run_date=D/<name>/` as `config.json` + `arrays.npz` (no pickle).
   als                    implicit's ALS; any user (new ones included) folded in by the
                          closed-form least-squares solve against the item factors
   feature_group_popular  popularity within the user's side-feature group (zero-shot users)
+  item_features          content-based: the user's mean item-feature profile (tf-idf of
+                         the item side table's tokens) x each item's profile; scores items
+                         that have no interactions yet (the features-only new-item baseline)
 
 Every `user_factors` takes histories of users never seen at fit; an empty history falls
 back to popularity. History-based models (EASE, ItemKNN) carry one extra factor: a
@@ -86,6 +89,12 @@ class FeatureGroupPopularConfig:
     # Group popularity is shrunk towards global popularity by this many pseudo-users,
     # so a group of three users does not publish its three favourite films.
     prior_users: float = 20.0
+
+
+@dataclass(frozen=True)
+class ItemFeaturesConfig:
+    max_tokens: int = 2000  # most frequent feature tokens kept (dense n_items x tokens)
+    min_count: int = 2  # a token must occur on this many items
 
 
 # ---- shared machinery ----------------------------------------------------------------
@@ -298,6 +307,53 @@ def _usable_users(
     return users.select(["user_id", *keep]) if keep else None
 
 
+# ---- content-based ---------------------------------------------------------------------
+class ItemFeatures(_Baseline):
+    """Content-based: user profile = mean tf-idf feature vector of the history's items.
+
+    Item factor = [L2-normalised tf-idf token vector, popularity]; user factor = [mean of
+    the history's item vectors, tie-break weight] (popularity alone for empty histories).
+    Without an item side table every item vector is zero and this is most-popular.
+    """
+
+    name = "item_features"
+    config_cls = ItemFeaturesConfig
+
+    def fit(self, train: Interactions, side: SideFeatures, now: dt.datetime) -> Self:
+        from tasks.features import FeatureEncoder
+
+        x = self._start_fit(train)
+        n = train.n_items
+        enc = FeatureEncoder.fit(side.items, "item_id", self.config.min_count)
+        tokens = enc.encode(side.items, train.item_ids).tokens
+        rows = np.repeat(np.arange(n), tokens.shape[1])
+        flat = tokens.ravel()
+        keep = flat > 0
+        m = sp.csr_matrix(
+            (np.ones(keep.sum(), np.float32), (rows[keep], flat[keep])),
+            shape=(n, max(enc.n_tokens, 1)),
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        df = np.asarray(m.sum(axis=0)).ravel()
+        cols = np.argsort(-df, kind="stable")[: self.config.max_tokens]
+        cols = cols[df[cols] > 0]
+        idf = np.log((n + 1.0) / (df[cols] + 1.0)) + 1.0
+        feats = (m[:, cols].toarray() * idf).astype(np.float32)
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-9)
+        pop = _popularity(x)
+        pop = pop / max(pop.max(), 1.0)
+        self._state = {"item_factors": np.ascontiguousarray(np.hstack([feats, pop[:, None]]))}
+        return self
+
+    def user_factors(self, history: Interactions, side: SideFeatures) -> np.ndarray:
+        x = self._history_matrix(history)
+        feats = self._state["item_factors"][:, :-1]
+        count = np.diff(x.indptr)
+        profile = (x @ feats) / np.maximum(count, 1)[:, None]
+        return _with_popularity(profile, count == 0)
+
+
 # ---- history-based item-item models -------------------------------------------------------
 class _ItemItem(_Baseline):
     """User factor = binary history row (+ popularity column); item factor = W^T."""
@@ -414,7 +470,8 @@ class ALS(_Baseline):
 
 
 BASELINES: dict[str, type[_Baseline]] = {
-    m.name: m for m in (MostPopular, RecentPopular, EASE, ItemKNN, ALS, FeatureGroupPopular)
+    m.name: m
+    for m in (MostPopular, RecentPopular, EASE, ItemKNN, ALS, FeatureGroupPopular, ItemFeatures)
 }
 
 

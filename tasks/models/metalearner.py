@@ -7,11 +7,16 @@ Reads and writes no table: training lives in tasks/train.py, which saves checkpo
 
   item tower     v_i = [ID embedding, hidden for items unseen at fit and for a random
                  share of items per training step] + MLP(feature bag + numeric features)
-                 b_i = ID bias (initialised at log popularity: the prior) + feature bias
+                 b_i = ID bias (initialised at log popularity) + feature bias
+  time prior     p_i(t) = the item's log relative popularity in windows before time t
+                 (7 days, 30 days, all time); its weight w(n) depends on the support size
+                 n, so the adaptation moves away from the (recent) popularity prior as
+                 evidence grows. Episodes see p(t) at their own cut time; scoring, at `now`.
   support encoder  the user's most recent events (item vectors + recency bucket + event
                  value) -> value-weighted mean + attention pooling whose query comes from
                  the user's side features and support size -> MLP -> u (residual on the mean)
-  score          s(u, i) = u . v_i + b_i; as factors: [u, 1] . [v_i, b_i]
+  score          s(u, i) = u . v_i + b_i + w(n) . p_i(now); as factors:
+                 [u, 1, w(n)] . [v_i, b_i, p_i(now)]
   loss           softmax over the full catalogue (support items masked) when it has at most
                  `full_softmax_max_items` items, else sampled softmax with logQ correction;
                  query items weighted by their event value.
@@ -35,7 +40,7 @@ from torch import nn
 from tasks.features import FeatureEncoder
 from tasks.models.base import Interactions, Recommender, SideFeatures
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: time prior (item_prior, prior_w)
 N_BUCKETS = 8  # log2 buckets for support sizes and recency ranks: 0, 1, 2-3, ..., 64+
 
 
@@ -49,6 +54,10 @@ class MetaConfig:
     dropout: float = 0.1  # in the encoder MLP
     id_dropout: float = 0.25  # share of items whose ID part is hidden per step (cold items)
     max_support: int = 50  # a user is encoded from at most this many most recent events
+    # Time prior windows in days (0 = all time before t); () turns the prior off.
+    prior_windows_days: tuple[float, ...] = (7.0, 30.0, 0.0)
+    prior_snapshots: int = 64  # training cut times are rounded down to this many snapshots
+    prior_init: tuple[float, ...] = ()  # initial weight per window (default 0: ID bias rules)
     # -- episodes (tasks/train.py)
     support_sizes: tuple[int, ...] = (0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50)  # 0 = zero-shot
     first_cut_share: float = 0.8  # episodes whose support is the user's first events
@@ -70,8 +79,9 @@ class MetaConfig:
     def from_dict(cls, doc: dict) -> MetaConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in doc.items() if k in known}
-        if "support_sizes" in kw:
-            kw["support_sizes"] = tuple(kw["support_sizes"])
+        for name in ("support_sizes", "prior_windows_days", "prior_init"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         return cls(**kw)
 
 
@@ -87,6 +97,35 @@ def seen_mask(sup_items: torch.Tensor, n_items: int) -> torch.Tensor:
     seen.scatter_(1, sup_items.clamp(min=0), sup_items >= 0)
     seen[:, 0] = (sup_items == 0).any(1)  # clamp() pointed the padding at item 0
     return seen
+
+
+def prior_features(
+    ts: np.ndarray, items: np.ndarray, n_items: int, times: np.ndarray, windows_days
+) -> np.ndarray:
+    """(len(times), n_items, len(windows)) float32: log relative popularity of each item
+    among the events with ts in [t - window, t) (window 0 = all of them before t).
+
+    log((count + 1) / (events in the window / n_items + 1)): 0 for an average item, so the
+    scale does not drift with the traffic of the period.
+    """
+    order = np.argsort(ts, kind="stable")
+    ts_sorted, it = ts[order], items[order].astype(np.int64)
+    times = np.asarray(times, np.int64)
+    lows = [np.full_like(times, np.iinfo(np.int64).min) if w <= 0 else times - int(w * 86_400)
+            for w in windows_days]  # fmt: skip
+    bounds = np.searchsorted(ts_sorted, np.concatenate([times, *lows]), side="left")
+    uniq, inv = np.unique(bounds, return_inverse=True)
+    # cum[j] = per-item counts of the events before position uniq[j] (cumulative segments).
+    seg = np.searchsorted(uniq, np.arange(len(it)), side="right")  # 0..len(uniq)
+    counts = np.bincount(seg * n_items + it, minlength=(len(uniq) + 1) * n_items)
+    cum = np.cumsum(counts.reshape(len(uniq) + 1, n_items), axis=0)[:-1].astype(np.float32)
+    hi = cum[inv[: len(times)]]
+    out = np.empty((len(times), n_items, len(windows_days)), np.float32)
+    for w in range(len(windows_days)):
+        c = hi - cum[inv[(w + 1) * len(times) : (w + 2) * len(times)]]
+        total = c.sum(axis=1, keepdims=True)
+        out[:, :, w] = np.log((c + 1.0) / (total / max(n_items, 1) + 1.0))
+    return out
 
 
 class FeatureTower(nn.Module):
@@ -182,6 +221,14 @@ class MetaRecModel(nn.Module):
         self.register_buffer("item_numeric", torch.zeros(n, dims["n_item_numeric"]))
         self.register_buffer("has_id", torch.zeros(n))
         self.register_buffer("item_logq", torch.full((n,), -math.log(max(n, 1))))
+        n_prior = len(cfg.prior_windows_days)
+        self.register_buffer("item_prior", torch.zeros(n, n_prior))  # p_i(now)
+        # Weight of the time prior per support-size bucket (0 at first: the ID bias rules).
+        self.prior_w = nn.Embedding(N_BUCKETS, n_prior)
+        nn.init.zeros_(self.prior_w.weight)
+        if cfg.prior_init:
+            with torch.no_grad():
+                self.prior_w.weight[:] = torch.tensor(cfg.prior_init, dtype=torch.float)
         if pop_log is not None:
             with torch.no_grad():
                 self.items.id_bias.weight[:, 0] = pop_log
@@ -211,7 +258,7 @@ class MetaRecModel(nn.Module):
         vecs, bias = self.catalogue()
         u = self.users(batch["sup_items"], batch["sup_w"], batch["user_tokens"],
                        batch["user_numeric"], vecs)  # fmt: skip
-        scores = u @ vecs.T + bias
+        scores = u @ vecs.T + bias + self.prior_scores(batch)
         if targets is None:
             return scores, None
         logits = scores.float()
@@ -221,6 +268,20 @@ class MetaRecModel(nn.Module):
         w = target_w * valid
         nll = -(logp.gather(1, targets.clamp(min=0)) * w).sum() / w.sum().clamp(min=1e-6)
         return scores, nll
+
+    def prior_weights(self, sup_items: torch.Tensor) -> torch.Tensor:
+        """(B, n_windows) weight of each user's time prior, from their support size."""
+        return self.prior_w(bucket((sup_items >= 0).sum(1)))
+
+    def prior_scores(self, batch: dict, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n or len(idx)) time-prior logits: per-episode snapshots when the batch has
+        them (training: popularity as of each cut), else the prior at `now`."""
+        w = self.prior_weights(batch["sup_items"])
+        if "snap" in batch:
+            table = batch["prior_snap"] if idx is None else batch["prior_snap"][:, idx]
+            return (table[batch["snap"]] * w.unsqueeze(1)).sum(-1)
+        prior = self.item_prior if idx is None else self.item_prior[idx]
+        return w @ prior.T
 
     def _sampled_loss(self, batch, targets, target_w) -> torch.Tensor:
         """Sampled softmax over the batch's positives + shared negatives, logQ-corrected."""
@@ -236,8 +297,10 @@ class MetaRecModel(nn.Module):
                        vecs)  # fmt: skip
         pos_l, neg_l = inv[n_sup : n_sup + pos.numel()].view_as(pos), inv[n_sup + pos.numel() :]
         logq = self.item_logq[uniq] + math.log(n_neg)
+        prior = self.prior_scores(batch, uniq)  # (B, len(uniq))
         pos_s = (u.unsqueeze(1) * vecs[pos_l]).sum(-1) + bias[pos_l] - logq[pos_l]
-        neg_s = u @ vecs[neg_l].T + bias[neg_l] - logq[neg_l]  # (B, N)
+        pos_s = pos_s + prior.gather(1, pos_l)
+        neg_s = u @ vecs[neg_l].T + bias[neg_l] - logq[neg_l] + prior[:, neg_l]  # (B, N)
         hit = neg.unsqueeze(0).unsqueeze(0) == targets.unsqueeze(-1)  # accidental hits
         neg_s = neg_s.unsqueeze(1).expand(-1, pos.shape[1], -1).masked_fill(hit, -1e9)
         logits = torch.cat([pos_s.unsqueeze(-1), neg_s], -1).float()
@@ -268,14 +331,22 @@ class MetaLearner(Recommender):
         self.user_encoder = FeatureEncoder("user_id")
         self.item_encoder = FeatureEncoder("item_id")
         self._item_ids = np.array([], dtype=object)
+        self.prior_now: int | None = None  # epoch seconds of the time prior in use
         self.w_scale = 1.0  # event values are log1p(value) / w_scale (mean 1 at fit)
         self.train_info: dict = {}  # how it was trained (budget, steps, device): in config.json
         self.train_log: list[dict] = []
 
     # ---- building -------------------------------------------------------------------
     @classmethod
-    def from_data(cls, config: MetaConfig, train: Interactions, side: SideFeatures) -> Self:
-        """An untrained model whose catalogue, vocabularies and prior come from the data."""
+    def from_data(
+        cls,
+        config: MetaConfig,
+        train: Interactions,
+        side: SideFeatures,
+        now: dt.datetime | None = None,
+    ) -> Self:
+        """An untrained model whose catalogue, vocabularies and priors come from the data;
+        the time prior is taken at `now` (default: just after the last event)."""
         self = cls(config)
         self._item_ids = np.asarray(train.item_ids).astype(object)
         self.user_encoder = FeatureEncoder.fit(side.users, "user_id", config.min_count)
@@ -294,7 +365,21 @@ class MetaLearner(Recommender):
         model.item_numeric.copy_(torch.from_numpy(item_x.numeric))
         model.has_id.copy_(torch.from_numpy((counts > 0).astype(np.float32)))
         self.model = model
+        self.set_time_prior(train, now)
         return self
+
+    def set_time_prior(self, history: Interactions, now: dt.datetime | None = None) -> None:
+        """Recompute p_i(now) from `history` (over this model's catalogue): the prior that
+        scoring uses; call it to move a fitted model's "now" forward without retraining."""
+        if self.model is None or not self.config.prior_windows_days:
+            return
+        items = self._to_catalogue(history)
+        ok = items >= 0
+        t = int(now.timestamp()) if now is not None else int(history.ts.max(initial=0)) + 1
+        prior = prior_features(history.ts[ok], items[ok], len(self._item_ids), np.array([t]),
+                               self.config.prior_windows_days)[0]  # fmt: skip
+        self.model.item_prior.copy_(torch.from_numpy(prior))
+        self.prior_now = t
 
     def _dims(self) -> dict:
         return {
@@ -310,7 +395,7 @@ class MetaLearner(Recommender):
         """Meta-train on `train` within the budget given at construction (tasks/train.py)."""
         from tasks.train import train_metalearner  # train.py imports this module
 
-        result = train_metalearner(train, side, self.config, **self.train_args)
+        result = train_metalearner(train, side, self.config, now=now, **self.train_args)
         self.__dict__.update({k: v for k, v in result.model.__dict__.items() if k != "train_args"})
         self.train_log = result.log
         return self
@@ -324,7 +409,8 @@ class MetaLearner(Recommender):
     def item_factors(self) -> np.ndarray:
         model = self._ready()
         vecs, bias = model.catalogue()
-        return torch.cat([vecs, bias.unsqueeze(-1)], -1).float().cpu().numpy()
+        parts = [vecs, bias.unsqueeze(-1), model.item_prior]
+        return torch.cat(parts, -1).float().cpu().numpy()
 
     @torch.no_grad()
     def user_factors(self, history: Interactions, side: SideFeatures, block: int = 4096):
@@ -333,7 +419,8 @@ class MetaLearner(Recommender):
         user_x = self.user_encoder.encode(side.users, history.user_ids)
         vecs, _ = model.catalogue()
         dev = vecs.device
-        out = np.empty((history.n_users, self.config.dim + 1), np.float32)
+        d = self.config.dim
+        out = np.empty((history.n_users, d + 1 + len(self.config.prior_windows_days)), np.float32)
         for lo in range(0, history.n_users, block):  # blocks of users, bounded memory
             sl = slice(lo, lo + block)
             u = model.users(
@@ -341,8 +428,10 @@ class MetaLearner(Recommender):
                 torch.from_numpy(user_x.tokens[sl]).to(dev),
                 torch.from_numpy(user_x.numeric[sl]).to(dev), vecs,
             )  # fmt: skip
-            out[sl, :-1] = u.float().cpu().numpy()
-        out[:, -1] = 1.0  # picks up the item bias column of item_factors()
+            out[sl, :d] = u.float().cpu().numpy()
+            pw = model.prior_weights(torch.from_numpy(sup_items[sl]).to(dev))
+            out[sl, d + 1 :] = pw.float().cpu().numpy()
+        out[:, d] = 1.0  # picks up the item bias column of item_factors()
         return out
 
     def support_arrays(self, history: Interactions) -> tuple[np.ndarray, np.ndarray]:
@@ -395,7 +484,7 @@ class MetaLearner(Recommender):
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
         config = {"model": self.name, "format_version": FORMAT_VERSION,
                   "config": asdict(self.config), "dims": self._dims(), "w_scale": self.w_scale,
-                  "training": self.train_info}  # fmt: skip
+                  "prior_now": self.prior_now, "training": self.train_info}  # fmt: skip
         encoders = {"users": self.user_encoder.to_json(), "items": self.item_encoder.to_json()}
         return {
             "model.pt": buf.getvalue(),
@@ -428,6 +517,7 @@ class MetaLearner(Recommender):
         self.user_encoder = FeatureEncoder.from_json(encoders["users"])
         self.item_encoder = FeatureEncoder.from_json(encoders["items"])
         self.w_scale = float(config["w_scale"])
+        self.prior_now = config.get("prior_now")
         self.train_info = config.get("training", {})
         self.model = MetaRecModel(self.config, config["dims"])
         state = torch.load(io.BytesIO(read("model.pt")), map_location="cpu", weights_only=True)

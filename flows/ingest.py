@@ -1,12 +1,16 @@
-"""The ingest flow: raw landing files -> bronze -> silver + quarantine, date by date.
+"""The ingest flow: raw landing files -> bronze -> silver + quarantine, in chunks of dates.
 
 Reads   raw/interactions/dt=D/*   Writes  bronze/, silver/, quarantine/interactions/dt=D/,
-gold/runs/stage=validate/dt=D/ (through tasks.ingest and tasks.validate).
+gold/runs/stage=validate/dt=D/, gold/validation/ (through tasks.ingest and tasks.validate).
 
-Dates run in order; a date that fails (bad share over the threshold, unreadable data) is
-reported and the others go on; the flow ends Failed if any date failed. Progress shows as
-a Prefect progress artifact and one log line per date; the accounting of every date is a
-table artifact with the stable key `metarec-validate`.
+Only dates that have raw partitions are visited. They are grouped into chunks (up to
+CHUNK_DATES dates or about CHUNK_BYTES of landing files), and each chunk is one Prefect
+task that ingests and validates its dates in one pass, so Prefect's per-task cost and
+Great Expectations' per-run cost are paid per chunk, not per date. A date that fails (bad
+share over the threshold) is reported and every other date, in its chunk or not, goes on;
+the flow ends Failed if any date failed. Progress shows as a Prefect progress artifact and
+one log line per chunk; the accounting is a table artifact with the stable key
+`metarec-validate` (one row per date for up to ARTIFACT_DATES dates, else per chunk).
 """
 
 from __future__ import annotations
@@ -23,74 +27,100 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 
 from tasks.config import Settings
-from tasks.ingest import IngestResult, ingest_date
-from tasks.storage import Lake, date_range, lake_from, parse_date
-from tasks.validate import ValidationResult, validate_date
+from tasks.ingest import IngestResult, ingest_dates, plan_chunks
+from tasks.storage import Lake, lake_from, parse_date
+from tasks.validate import ValidationResult, validate_dates
 
 ARTIFACT_KEY = "metarec-validate"
+ARTIFACT_DATES = 100
+CHUNK_DATES = 512
+CHUNK_BYTES = 128 << 20
 
 
-@task(name="ingest-date", task_run_name="ingest-{date}", cache_policy=NO_CACHE)
-def ingest_task(lake: Lake, date: str, settings: Settings) -> IngestResult:
-    return ingest_date(lake, date, settings)
-
-
-@task(name="validate-date", task_run_name="validate-{date}", cache_policy=NO_CACHE)
-def validate_task(lake: Lake, date: str, settings: Settings) -> ValidationResult:
-    return validate_date(lake, date, settings)
+@task(
+    name="ingest-validate", task_run_name="ingest-validate-{first}..{last}", cache_policy=NO_CACHE
+)
+def ingest_validate_task(
+    lake: Lake, dates: list[str], settings: Settings, first: str, last: str
+) -> list[dict[str, Any]]:
+    """Ingest then validate one chunk of dates; one summary per date."""
+    del first, last  # only in the task run name
+    try:
+        ingested = ingest_dates(lake, dates, settings)
+        validated = validate_dates(lake, dates, settings)
+    except Exception as exc:  # one broken chunk must not stop the others
+        error = f"{type(exc).__name__}: {exc}"
+        return [{"date": d, "status": "failed", "error": error} for d in dates]
+    return [_summary(i, v) for i, v in zip(ingested, validated, strict=True)]
 
 
 @flow(name="ingest", flow_run_name="ingest-{start}", log_prints=False)
 def ingest_flow(
-    storage: str | None = None, start: str | None = None, end: str | None = None
+    storage: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    settings_overrides: dict[str, Any] | None = None,
 ) -> Any:
-    """Ingest and validate every date from `start` to `end` (default: `start` only).
+    """Ingest and validate every raw date from `start` to `end` (default: `start` only).
 
-    Returns one summary dict per date (status, counts, reasons, GX summary, error).
+    `settings_overrides` are Settings fields (e.g. `{"max_bad_share": 0.2}`) applied over
+    the environment. Returns one summary dict per date that has raw files (status,
+    counts, reasons, GX summary, error).
     """
     if not start:
         raise ValueError("ingest_flow needs a start date (YYYY-MM-DD)")
-    settings = Settings(storage=storage) if storage else Settings()
+    overrides = dict(settings_overrides or {})
+    if storage:
+        overrides["storage"] = storage
+    settings = Settings(**overrides)
     lake = lake_from(settings.storage)
-    dates = [d.isoformat() for d in date_range(start, end or start)]
+    first, last = parse_date(start), parse_date(end or start)
+    chunks = plan_chunks(lake, first, last, CHUNK_DATES, CHUNK_BYTES)
+    n_dates = sum(len(c) for c in chunks)
     logger = get_run_logger()
-    progress = create_progress_artifact(progress=0.0, description=f"ingest {dates[0]}..")
+    progress = create_progress_artifact(progress=0.0, description=f"ingest {first}..{last}")
     summaries: list[dict[str, Any]] = []
-    for k, date in enumerate(dates, start=1):
-        try:
-            ing = ingest_task(lake, date, settings)
-            val = validate_task(lake, date, settings)
-            summary = _summary(date, ing, val)
-            logger.info(
-                "[%d/%d] %s: %d rows -> %d silver, %d quarantined, %d duplicates%s",
-                k, len(dates), date, val.raw_rows, val.silver_rows,
-                sum(val.quarantined.values()), val.duplicates,
-                " (skipped ingest: unchanged)" if ing.skipped else "",
-            )  # fmt: skip
-        except Exception as exc:  # one bad date must not stop the others
-            summary = {"date": date, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            logger.error("[%d/%d] %s: FAILED %s", k, len(dates), date, summary["error"])
-        summaries.append(summary)
-        update_progress_artifact(progress, progress=100.0 * k / len(dates))
+    chunk_rows: list[dict[str, Any]] = []
+    for k, chunk in enumerate(chunks, start=1):
+        dates = [d.isoformat() for d in chunk]
+        done = ingest_validate_task(lake, dates, settings, dates[0], dates[-1])
+        summaries += done
+        row = _chunk_row(dates, done)
+        chunk_rows.append(row)
+        logger.info(
+            "[chunk %d/%d] %s..%s: %d dates (%d unchanged), %d rows -> %d silver, "
+            "%d quarantined, %d duplicates, %d failed",
+            k, len(chunks), dates[0], dates[-1], len(dates), row["unchanged"],
+            row["raw_rows"], row["silver_rows"], row["quarantined"], row["duplicates"],
+            row["failed"],
+        )  # fmt: skip
+        for s in done:
+            if s["status"] != "ok":
+                logger.error("%s: FAILED %s", s["date"], s.get("error"))
+        update_progress_artifact(progress, progress=100.0 * k / len(chunks))
+    table = [_row(s) for s in summaries] if n_dates <= ARTIFACT_DATES else chunk_rows
     create_table_artifact(
         key=ARTIFACT_KEY,
-        table=[_row(s) for s in summaries],
-        description=f"Row accounting of validate, {dates[0]} .. {dates[-1]} "
-        "(raw = silver + quarantined + duplicates)",
+        table=table,
+        description=f"Row accounting of validate, {first} .. {last}, {n_dates} dates with raw "
+        f"files ({'per date' if n_dates <= ARTIFACT_DATES else 'per chunk'}; "
+        "raw = silver + quarantined + duplicates)",
     )
     failed = [s["date"] for s in summaries if s["status"] != "ok"]
     if failed:
-        return Failed(message=f"{len(failed)} of {len(dates)} dates failed: {failed}",
+        return Failed(message=f"{len(failed)} of {n_dates} dates failed: {failed}",
                       data=summaries)  # fmt: skip
-    return Completed(message=f"{len(dates)} dates ingested", data=summaries)
+    return Completed(message=f"{n_dates} dates ingested", data=summaries)
 
 
-def _summary(date: str, ing: IngestResult, val: ValidationResult) -> dict[str, Any]:
+def _summary(ing: IngestResult, val: ValidationResult) -> dict[str, Any]:
     return {
-        "date": parse_date(date).isoformat(),
-        "status": "ok",
+        "date": ing.date.isoformat(),
+        "status": val.status,
+        "error": f"PartitionQualityError: {val.error}" if val.error else None,
         "files": ing.files,
         "ingest_skipped": ing.skipped,
+        "validate_skipped": val.skipped,
         "raw_rows": val.raw_rows,
         "silver_rows": val.silver_rows,
         "quarantined": dict(val.quarantined),
@@ -121,5 +151,25 @@ def _row(s: dict[str, Any]) -> dict[str, Any]:
             if stats
             else ""
         ),
-        "error": s.get("error", ""),
+        "error": s.get("error") or "",
+    }
+
+
+def _chunk_row(dates: list[str], done: list[dict[str, Any]]) -> dict[str, Any]:
+    """One aggregated artifact row for a chunk of dates."""
+    reasons: dict[str, int] = {}
+    for s in done:
+        for r, n in (s.get("quarantined") or {}).items():
+            reasons[r] = reasons.get(r, 0) + n
+    return {
+        "dates": f"{dates[0]} .. {dates[-1]} ({len(dates)})",
+        "failed": sum(s["status"] != "ok" for s in done),
+        "unchanged": sum(bool(s.get("validate_skipped")) for s in done),
+        "raw_rows": sum(s.get("raw_rows") or 0 for s in done),
+        "silver_rows": sum(s.get("silver_rows") or 0 for s in done),
+        "quarantined": sum(reasons.values()),
+        "duplicates": sum(s.get("duplicates") or 0 for s in done),
+        "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()) if n),
+        "corrupt_files": sum(len(s.get("corrupt_files") or []) for s in done),
+        "failed_dates": ", ".join(s["date"] for s in done if s["status"] != "ok"),
     }

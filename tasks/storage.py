@@ -9,12 +9,13 @@ replaces the partition whole.
 
 Tables (see DESIGN.md): raw/interactions, bronze/interactions, silver/interactions,
 quarantine/interactions, gold/episodes, gold/recommendations, gold/metrics, gold/runs,
-models.
+gold/validation (GX results per batch), staging/recommendations, models.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import re
@@ -231,7 +232,9 @@ def lake_from(storage: str | Path) -> Lake:
     return Lake(text)
 
 
+@functools.lru_cache(maxsize=64)
 def _filesystem(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    # Cached: url_to_fs costs ~20 us and Lake.fs/base are called per partition.
     fs, path = fsspec.core.url_to_fs(root)
     return fs, path
 

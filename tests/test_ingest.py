@@ -15,7 +15,7 @@ import pytest
 
 from schemas.interactions import BRONZE
 from tasks.config import Settings
-from tasks.ingest import ingest_date
+from tasks.ingest import ingest_date, ingest_dates, plan_chunks
 from tasks.storage import Lake
 
 DAY = "2024-01-01"
@@ -187,3 +187,23 @@ def test_date_without_files_gives_an_empty_partition(lake: Lake) -> None:
     assert (result.files, result.rows) == (0, 0)
     assert _stored_schema(lake, "bronze/interactions").equals(BRONZE)
     assert _bronze(lake).height == 0
+
+
+def test_batch_of_dates_matches_date_by_date_and_plan_skips_gaps(lake: Lake) -> None:
+    days = ["2024-01-01", "2024-01-02", "2024-01-05"]  # a gap of two days
+    for k, day in enumerate(days):
+        lake.write_bytes(f"raw/interactions/dt={day}/a.csv", CSV + b"u9,i9,1704103200,view,1\n" * k)
+    lake.write_bytes("raw/interactions/dt=2024-01-05/b.jsonl", b'{"user_id":"u1"}\n{bad\n')
+    chunks = plan_chunks(lake, dt.date(2024, 1, 1), dt.date(2024, 12, 31), 2, 1 << 30)
+    assert chunks == [[dt.date(2024, 1, 1), dt.date(2024, 1, 2)], [dt.date(2024, 1, 5)]]
+    batch = ingest_dates(lake, days, Settings())
+    assert [(r.date.isoformat(), r.rows, r.skipped) for r in batch] == [
+        ("2024-01-01", 3, False), ("2024-01-02", 4, False), ("2024-01-05", 7, False)
+    ]  # fmt: skip
+    jan5 = lake.read_partition("bronze/interactions", dt=dt.date(2024, 1, 5))
+    assert sorted(jan5["source_file"].unique()) == [
+        "raw/interactions/dt=2024-01-05/a.csv", "raw/interactions/dt=2024-01-05/b.jsonl"
+    ]  # fmt: skip
+    assert jan5.filter(pl.col("parse_error") == "malformed_line")["source_line"].to_list() == [2]
+    single = [ingest_date(lake, d, Settings()) for d in days]  # unchanged: all skipped
+    assert [(r.rows, r.skipped) for r in single] == [(3, True), (4, True), (7, True)]

@@ -17,6 +17,7 @@ from tasks.validate import (
     build_suite,
     split_rows,
     validate_date,
+    validate_dates,
 )
 
 DAY = dt.date(2024, 1, 1)
@@ -179,3 +180,25 @@ def test_gx_suite_names_only_columns_of_the_schema(schema) -> None:
     assert {"ExpectColumnToExist", "ExpectColumnValuesToBeOfType"} <= types
     assert "ExpectCompoundColumnsToBeUnique" in types
     assert ("ExpectColumnValuesToBeNull" in types) == (schema is BRONZE)  # parse_error
+
+
+def test_batch_fails_one_date_only_runs_gx_once_and_skips_unchanged(lake_root: str) -> None:
+    lake = Lake(lake_root)
+    days = [DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)]
+    for k, day in enumerate(days):
+        rows = [{"item_id": f"i{j}", "ts": NOON + dt.timedelta(days=k)} for j in range(10)]
+        if k == 1:  # half of this date is bad
+            rows += [{"item_id": f"x{j}", "event_type": "hover"} for j in range(10)]
+        lake.write_partition("bronze/interactions", _bronze(*rows).to_arrow().cast(BRONZE), dt=day)
+    results = validate_dates(lake, days, Settings(max_bad_share=0.2))
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert "unknown_event_type=10" in results[1].error
+    assert lake.exists("silver/interactions", dt=days[2])
+    assert not lake.exists("silver/interactions", dt=days[1])
+    assert results[0].paths["gx_result"] == results[2].paths["gx_result"]  # one GX run
+    gx = lake.read_json(lake.relpath(results[0].paths["gx_result"]))
+    assert (gx["rows_total"], gx["batch_dates"]) == (20, [days[0].isoformat(), days[2].isoformat()])
+    again = validate_dates(lake, days, Settings(max_bad_share=0.2))
+    assert [r.skipped for r in again] == [True, False, True]  # a failed date is redone
+    assert [r.silver_rows for r in again] == [10, 10, 10]
+    assert not validate_dates(lake, days[:1], Settings(max_bad_share=0.3))[0].skipped

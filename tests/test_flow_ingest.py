@@ -9,18 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.ingest import ingest_flow
 from tasks.movielens import import_movielens
 from tasks.storage import Lake
 from tasks.synth import SynthParams, generate
 
-
-@pytest.fixture(scope="session", autouse=True)
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py
 
 
 def _run(lake: Lake, start: str, end: str) -> tuple[bool, list[dict]]:

@@ -155,9 +155,53 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         storage=settings.storage,
         top_k=settings.top_k,
         train_max_steps=args.train_steps,
+        max_parallel_dates=args.max_parallel_dates,
+        force=args.force,
         return_state=True,
     )
     return 0 if state.is_completed() else 1
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    return args.api_url or os.environ.get("PREFECT_API_URL") or "http://127.0.0.1:4200/api"
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from flows.ops import run_stack
+
+    if args.timezone:
+        _check_timezone(args.timezone)
+    return run_stack(args.host, args.port, cron=args.cron, timezone=args.timezone,
+                     storage=args.storage)  # fmt: skip
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from flows.ops import deploy
+
+    if args.timezone:
+        _check_timezone(args.timezone)
+    try:
+        names = deploy(_api_url(args), cron=args.cron, timezone=args.timezone,
+                       storage=args.storage)  # fmt: skip
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    print(f"deployed {', '.join(names)} to {_api_url(args)}")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from flows.ops import run_worker
+
+    return run_worker(args.pool, _api_url(args), args.limit)
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except Exception:
+        raise UserError(f"unknown timezone {name!r} (an IANA name like Europe/Paris)") from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -257,13 +301,40 @@ def _parser() -> argparse.ArgumentParser:
         "--train-steps", type=_positive, default=None, help="meta-learner steps (default 300)"
     )
 
-    p = add("backfill", _cmd_backfill, "nightly runs for every date in a range, in order")
+    p = add("backfill", _cmd_backfill, "nightly runs for every date in a range (see docs)")
     p.add_argument("--start", type=_date, required=True)
     p.add_argument("--end", type=_date, required=True)
     p.add_argument("--top-k", type=_positive, default=None)
     p.add_argument(
         "--train-steps", type=_positive, default=None, help="meta-learner steps (default 300)"
     )
+    p.add_argument(
+        "--max-parallel-dates",
+        type=_positive,
+        default=2,
+        help="dates whose episodes are built at once (default 2); training stays in order",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="recompute dates already published (unchanged)"
+    )
+
+    def add_schedule(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cron", help='nightly schedule (default "0 2 * * *")')
+        p.add_argument("--timezone", help="timezone of the schedule (default UTC)")
+
+    p = add("server", _cmd_server, "local Prefect server + workers + deployments, until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=_positive, default=4200, help="port (default 4200)")
+    add_schedule(p)
+
+    p = add("deploy", _cmd_deploy, "create the work pools and register the deployments")
+    p.add_argument("--api-url", help="Prefect API (default $PREFECT_API_URL, then :4200)")
+    add_schedule(p)
+
+    p = add("worker", _cmd_worker, "a Prefect process worker for one pool, until Ctrl-C", False)
+    p.add_argument("--pool", required=True, help="metarec-cpu (data) or metarec-gpu (training)")
+    p.add_argument("--limit", type=_positive, help="flow runs at once (metarec-gpu: 1)")
+    p.add_argument("--api-url", help="Prefect API (default $PREFECT_API_URL, then :4200)")
 
     p = add("sql", _cmd_sql, "query the warehouse with DuckDB (-c QUERY, or a shell)")
     p.add_argument("-c", "--command", help="run one query and exit")

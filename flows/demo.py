@@ -103,8 +103,10 @@ def _report(lake, con) -> None:
   duckdb {lake.base.rstrip("/")}/warehouse.duckdb   (any DuckDB client; views read the Parquet)
 
 === watch it in the Prefect UI ===
-  .venv/bin/prefect server start --host 127.0.0.1      then open http://127.0.0.1:4200
-  (runs made with PREFECT_API_URL=http://127.0.0.1:4200/api appear there; see docs/operations.md)
+  .venv/bin/metarec server --storage {lake.root}
+      a Prefect server on 127.0.0.1:4200 (open http://127.0.0.1:4200), a CPU and a GPU work
+      pool with one worker each, and the nightly deployment on its schedule; Ctrl-C stops it.
+  Runs made with PREFECT_API_URL=http://127.0.0.1:4200/api appear there too (docs/operations.md).
 """)
 
 

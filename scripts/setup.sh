@@ -40,7 +40,7 @@ if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
     index=()
     [[ -n "${METAREC_TORCH_INDEX_URL:-}" ]] && index=(--index-url "$METAREC_TORCH_INDEX_URL")
     "${pip[@]}" install "${index[@]}" "torch==2.13.0" 2>&1 | grep -v "is ignored" >&2 || true
-    "$venv/bin/python" -c 'import torch' || { echo "torch install failed" >&2; exit 1; }
+    "$venv/bin/python" -c 'import torch' 2>/dev/null || { echo "torch install failed" >&2; exit 1; }
   fi
 fi
 echo "metarec setup: installing metarec$extras" >&2

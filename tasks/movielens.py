@@ -49,6 +49,14 @@ class ImportResult:
     user_features: bool  # whether raw/users was written
     files: tuple[str, ...]  # every file written (paths as the lake's filesystem sees them)
 
+    def __str__(self) -> str:
+        users = "with" if self.user_features else "without"
+        return (
+            f"{self.flavour}: {self.rows:,} interactions over {self.dates:,} days "
+            f"({self.first_date} .. {self.last_date}), {self.users:,} users ({users} "
+            f"features), {self.items:,} items, {len(self.files):,} files"
+        )
+
 
 def bundled_sample_path() -> Path:
     """The ml-latest-small copy shipped with the repo (gzip'd CSVs + its README/license)."""

@@ -56,7 +56,7 @@ def top_k(
     """Best `k` items per user by dot product, skipping items marked in `exclude`.
 
     Args:
-        user_factors: (n_users, d) float32.
+        user_factors: (n_users, d) float32, dense or scipy sparse (history-row models).
         item_factors: (n_items, d) float32.
         k: list length; capped at n_items.
         exclude: optional (n_users, n_items) sparse matrix; nonzero entries are never
@@ -69,7 +69,7 @@ def top_k(
         (items, scores): (n_users, k) int32 item indices, best first, and float32 scores.
         Where fewer than k items remain unexcluded, the tail has score -inf.
     """
-    n_users, n_items = len(user_factors), len(item_factors)
+    n_users, n_items = user_factors.shape[0], len(item_factors)
     k = min(k, n_items)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out_items = np.empty((n_users, k), np.int32)
@@ -80,8 +80,12 @@ def top_k(
         exclude = exclude.tocsr()
         if exclude.shape != (n_users, n_items):
             raise ValueError(f"exclude has shape {exclude.shape}, expected {(n_users, n_items)}")
-    users = np.ascontiguousarray(user_factors, np.float32)
     items = np.ascontiguousarray(item_factors, np.float32)
+    if sp.issparse(user_factors):  # history-row models (EASE, ItemKNN): sparse x dense
+        _top_k_dense(user_factors.tocsr(), items, k, exclude, block_users, dev, out_items,
+                     out_scores)  # fmt: skip
+        return out_items, out_scores
+    users = np.ascontiguousarray(user_factors, np.float32)
     if dev.type == "cpu" and n_items >= 2 * TILE_ITEMS and k * SUB * GROUP * 4 <= n_items:
         _top_k_tiled(users, items, k, exclude, block_users, out_items, out_scores)
     else:
@@ -91,7 +95,7 @@ def top_k(
 
 def _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scores) -> None:
     """Plain path: one (block, n_items) score matrix per block, then torch.topk."""
-    n_users, n_items = len(users), len(items)
+    n_users, n_items = users.shape[0], len(items)
     if block_users is None:
         block_users = MAX_BLOCK_BYTES // (4 * max(n_items, 1))
     block_users = max(1, min(n_users, block_users))
@@ -100,9 +104,11 @@ def _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scor
     with torch.inference_mode():
         for start in range(0, n_users, block_users):
             stop = min(start + block_users, n_users)
-            users_t = torch.as_tensor(users[start:stop], device=dev)
             scores = buffer[: stop - start]
-            torch.mm(users_t, items_t.T, out=scores)
+            if sp.issparse(users):
+                scores.copy_(torch.as_tensor(users[start:stop] @ items.T))
+            else:
+                torch.mm(torch.as_tensor(users[start:stop], device=dev), items_t.T, out=scores)
             if exclude is not None:
                 rows, cols = _seen_in_block(exclude, start, stop)
                 if len(rows):

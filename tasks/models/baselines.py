@@ -358,10 +358,13 @@ class ItemFeatures(_Baseline):
 class _ItemItem(_Baseline):
     """User factor = binary history row (+ popularity column); item factor = W^T."""
 
-    def user_factors(self, history: Interactions, side: SideFeatures) -> np.ndarray:
-        x = self._history_matrix(history)
+    def user_factors(self, history: Interactions, side: SideFeatures) -> sp.csr_matrix:
+        # Sparse: a history row has ~100 nonzeros in thousands of columns, so scoring is a
+        # sparse x dense product (nnz x n_items) rather than a dense n_items^2 matmul.
+        x = self._history_matrix(history).astype(np.float32)
         empty = np.diff(x.indptr) == 0
-        return _with_popularity(x.toarray(), empty)
+        extra = np.where(empty, 1.0, _TIE_BREAK).astype(np.float32)[:, None]
+        return sp.hstack([x, sp.csr_matrix(extra)], format="csr", dtype=np.float32)
 
     def _store(self, weights_t: np.ndarray, x: sp.csr_matrix) -> None:
         pop = _popularity(x)

@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo", _cmd_demo, "land the bundled sample, run its last nights, show results")
-    p.add_argument("--days", type=_positive, default=3, help="nights to backfill (default 3)")
+    p.add_argument("--days", type=_positive, default=2, help="nights to backfill (default 2)")
 
     p = add("import-movielens", _cmd_import_movielens, "land a MovieLens copy as raw logs")
     p.add_argument("--source", required=True, help="folder of ML-100K or ml-latest-small")

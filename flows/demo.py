@@ -17,7 +17,7 @@ from tasks.storage import lake_from
 _SAMPLE_LAST_DAY = dt.date(2018, 9, 24)
 
 
-def run_demo(settings: Settings, days: int = 3) -> int:
+def run_demo(settings: Settings, days: int = 2) -> int:
     """Run the demo end to end; returns the process exit code."""
     from flows.nightly import backfill_flow
     from tasks.movielens import bundled_sample_path, import_movielens
@@ -61,13 +61,14 @@ def _report(lake, con) -> None:
         print(f"  {lake.path(table)}  ({len(lake.partitions(table, key))} partitions)")
     print(f"  {lake.base.rstrip('/')}/warehouse.duckdb  (DuckDB views for SQL)")
 
-    print("\n=== last night's runs ===")
-    print(
-        con.sql(
-            "SELECT dt AS run_date, status, published_model, gate_reason FROM runs "
-            "WHERE stage = 'nightly' ORDER BY dt"
-        ).pl()
-    )
+    print("\n=== the nightly runs ===")
+    runs = con.sql(
+        "SELECT dt AS run_date, status, published_model, gate_reason FROM runs "
+        "WHERE stage = 'nightly' ORDER BY dt"
+    ).pl()
+    with pl.Config(fmt_str_lengths=200, tbl_width_chars=200):
+        print(runs.select("run_date", "status", "published_model"))
+        print(f"gate, last night: {runs['gate_reason'][-1]}")
 
     latest = con.sql("SELECT max(run_date) FROM recommendations_latest").fetchall()[0][0]
     user = con.sql(
@@ -75,10 +76,10 @@ def _report(lake, con) -> None:
         "ORDER BY user_id LIMIT 1"
     ).fetchall()[0][0]
     print(f"\n=== recommendations for user {user} on {latest} ===")
-    recs = con.execute(
+    recs = con.sql(
         "SELECT rank, item_id, round(score, 3) AS score, model FROM recommendations_latest "
         "WHERE user_id = ? ORDER BY rank LIMIT 10",
-        [user],
+        params=[user],
     ).pl()
     titles = _titles(lake)
     if titles is not None:
@@ -89,12 +90,13 @@ def _report(lake, con) -> None:
         print(recs)
 
     print("\n=== evaluation on the holdout (all users; NDCG@10, Recall@20) ===")
-    metrics = con.execute(
+    metrics = con.sql(
         "SELECT model, round(ndcg_at_10, 4) AS ndcg_at_10, round(recall_at_20, 4) AS recall_at_20,"
         " is_champion FROM metrics WHERE run_date = ? AND segment = 'all' ORDER BY ndcg_at_10 DESC",
-        [latest],
+        params=[latest],
     ).pl()
-    print(metrics)
+    with pl.Config(tbl_rows=20):
+        print(metrics)
 
     print(f"""
 === query it yourself ===

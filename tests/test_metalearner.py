@@ -9,10 +9,20 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 import torch
 
 from tasks.models.base import Interactions, SideFeatures
-from tasks.models.metalearner import MetaConfig, MetaLearner, bucket, prior_features, seen_mask
+from tasks.models.metalearner import (
+    II_GRID,
+    MetaConfig,
+    MetaLearner,
+    bucket,
+    ii_bucket,
+    ndcg_rows,
+    prior_features,
+    seen_mask,
+)
 
 N_PER_GROUP, N_ITEMS_PER_GROUP = 40, 20
 
@@ -52,7 +62,8 @@ def catalogue(side: SideFeatures) -> np.ndarray:
 def fitted() -> tuple[MetaLearner, pl.DataFrame, SideFeatures]:
     frame, side = two_groups()
     train = Interactions.from_frame(frame, item_ids=catalogue(side))
-    config = MetaConfig(dim=16, hidden=32, batch_users=64, eval_every=50, patience=100)
+    config = MetaConfig(dim=16, hidden=32, batch_users=64, eval_every=50, patience=100,
+                        item_item_max_items=20_000)  # fmt: skip
     model = MetaLearner(config, budget_seconds=120.0, max_steps=150, seed=0)  # steps decide
     model.fit(train, side, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     return model, frame, side
@@ -75,8 +86,10 @@ def test_factor_shapes(fitted):
     model, _, side = fitted
     assert list(model.item_ids) == list(catalogue(side))
     v = model.item_factors()
-    width = 16 + 1 + len(model.config.prior_windows_days)  # [u, 1, prior weights]
-    assert v.shape == (2 * N_ITEMS_PER_GROUP + 1, width) and v.dtype == np.float32
+    n_items = 2 * N_ITEMS_PER_GROUP + 1
+    # [u, 1, prior weights, item-item row over the catalogue]
+    width = 16 + 1 + len(model.config.prior_windows_days) + n_items
+    assert v.shape == (n_items, width) and v.dtype == np.float32
     hist = history([], ["nobody"], model.item_ids)
     u = model.user_factors(hist, SideFeatures())
     assert u.shape == (1, width) and np.isfinite(u).all() and u[0, 16] == 1.0
@@ -133,7 +146,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     model, frame, side = fitted
     model.save(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "config.json", "encoders.json", "item_ids.json", "model.pt"
+        "config.json", "encoders.json", "item_ids.json", "item_item.pt", "model.pt"
     ]  # fmt: skip
     back = MetaLearner.load(tmp_path / "ckpt")
     hist = Interactions.from_frame(frame, item_ids=model.item_ids)
@@ -141,6 +154,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(back.user_factors(hist, side), model.user_factors(hist, side))
     assert list(back.item_ids) == list(model.item_ids)
     assert back.config == model.config
+    np.testing.assert_array_equal(back.ii_mix, model.ii_mix)
     with pytest.raises(Exception, match="not a metalearner"):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "config.json").write_text('{"model": "ease"}')
@@ -172,13 +186,63 @@ def test_prior_features_by_hand():
 
 def test_time_prior_moves_with_now(fitted):
     model, frame, _ = fitted
-    before = model.item_factors()[:, -3:].copy()
+    prior = slice(17, 20)  # after [v (16), b]
+    before = model.item_factors()[:, prior].copy()
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     # A history where only b3 was taken in the last week: its 7-day prior is the top one.
     late = history([("x", "b3")] * 3, ["x"], model.item_ids)
     late = dataclasses.replace(late, ts=np.full(3, int(now.timestamp()) - 3600))
     model.set_time_prior(late, now)
-    week = model.item_factors()[:, -3]
+    week = model.item_factors()[:, 17]
     assert model.item_ids[np.argmax(week)] == "b3" and model.prior_now == int(now.timestamp())
     model.set_time_prior(Interactions.from_frame(frame, item_ids=model.item_ids), now)
-    np.testing.assert_allclose(model.item_factors()[:, -3:], before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.item_factors()[:, prior], before, rtol=1e-5, atol=1e-6)
+
+
+def test_item_item_part_is_ease_mixed_per_support_size(fitted):
+    model, _, _ = fitted
+    assert model.ii_weights is not None and model.ii_mix[0] == 0.0  # nothing to mix at n = 0
+    assert (np.asarray(II_GRID)[:, None] == model.ii_mix[None, :]).any(0).all()
+    summary = model.train_info["item_item"]
+    assert summary["mix"] == model.ii_mix.tolist()
+    # Tuning picks the best grid point per bucket: never below the model without it.
+    assert all(row["ndcg_best"] >= row["ndcg_w0"] for row in summary["tuning"])
+    # Scores = the model's own factors + mix(n) * (x_u B): check on a 3-item user.
+    hist = history([("u", "a3"), ("u", "a7"), ("u", "a11")], ["u"], model.item_ids)
+    full = scores_of(model, hist, SideFeatures())[0]
+    saved = model.ii_weights
+    try:
+        model.ii_weights = None
+        plain = scores_of(model, hist, SideFeatures())[0]
+    finally:
+        model.ii_weights = saved
+    x = np.isin(model.item_ids, ["a3", "a7", "a11"]).astype(np.float32)
+    expected = plain + model.ii_mix[ii_bucket(np.array([3]))[0]] * (x @ saved)
+    np.testing.assert_allclose(full, expected, rtol=1e-4, atol=1e-4)
+    # EASE weights: zero diagonal, and an item's neighbours are in its own group.
+    assert np.all(np.diag(saved) == 0)
+    a3 = list(model.item_ids).index("a3")
+    top = model.item_ids[np.argsort(-saved[a3])[:10]]
+    assert all(str(i).startswith("a") for i in top), top
+
+
+def test_item_item_off_for_large_catalogues():
+    frame, side = two_groups(n_per_group=10)
+    train = Interactions.from_frame(frame, item_ids=catalogue(side))
+    config = MetaConfig(dim=8, hidden=16, batch_users=16, item_item_max_items=10)
+    model = MetaLearner(config, budget_seconds=60.0, max_steps=2, seed=0)
+    model.fit(train, side, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    assert model.ii_weights is None and "skipped" in model.train_info["item_item"]
+    assert model.item_factors().shape[1] == 8 + 1 + len(config.prior_windows_days)
+
+
+def test_ii_bucket_and_ndcg_rows():
+    assert ii_bucket(np.array([0, 1, 2, 3, 5, 6, 10, 11, 20, 21, 500])).tolist() == [
+        0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5
+    ]  # fmt: skip
+    scores = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    rel = sp.csr_matrix(np.array([[1, 0, 0, 0], [1, 0, 0, 0]], np.float32))
+    got = ndcg_rows(scores, rel, k=2)
+    np.testing.assert_allclose(got, [1.0, 0.0])
+    got3 = ndcg_rows(scores[1:], rel[1:], k=4)  # relevant item at rank 4
+    np.testing.assert_allclose(got3, [1 / np.log2(5)])

@@ -17,7 +17,8 @@ from tasks.models.metalearner import MetaConfig, MetaLearner
 from tasks.storage import lake_from
 from tasks.train import latest_checkpoint, save_checkpoint, select_device, train_metalearner
 
-SMALL = MetaConfig(dim=8, hidden=16, batch_users=32, eval_every=5, patience=100)
+SMALL = MetaConfig(dim=8, hidden=16, batch_users=32, eval_every=5, patience=100,
+                   item_item_max_items=20_000)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +84,16 @@ def test_checkpoint_in_lake_and_warm_start(tmp_path, data):
     url = save_checkpoint(first, lake, d1)
     assert latest_checkpoint(lake, d2) == url and latest_checkpoint(lake, d1) is None
     names = {p.rsplit("/", 1)[-1] for p in lake.fs.ls(lake.path("models", run_date=d1))}
-    assert {"model.pt", "config.json", "item_ids.json", "encoders.json",
+    assert {"model.pt", "config.json", "item_ids.json", "encoders.json", "item_item.pt",
             "train_log.json", "metrics.json"} <= names  # fmt: skip
     config = json.loads(lake.fs.cat(f"{lake.path('models', run_date=d1)}/config.json"))
     assert config["training"]["steps"] == 10 and config["config"]["dim"] == 8
     loaded = MetaLearner.load(url)
+    # Factors include the item-item part (EASE weights saved in item_item.pt): exact.
+    assert loaded.ii_weights is not None
     np.testing.assert_array_equal(loaded.item_factors(), first.model.item_factors())
+    np.testing.assert_array_equal(loaded.user_factors(train, side),
+                                  first.model.user_factors(train, side))  # fmt: skip
 
     # The next night: two new items (one with a new feature value) and a new user.
     frame, side2 = two_groups(n_per_group=15)

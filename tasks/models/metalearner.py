@@ -15,8 +15,13 @@ Reads and writes no table: training lives in tasks/train.py, which saves checkpo
   support encoder  the user's most recent events (item vectors + recency bucket + event
                  value) -> value-weighted mean + attention pooling whose query comes from
                  the user's side features and support size -> MLP -> u (residual on the mean)
-  score          s(u, i) = u . v_i + b_i + w(n) . p_i(now); as factors:
-                 [u, 1, w(n)] . [v_i, b_i, p_i(now)]
+  score          s(u, i) = u . v_i + b_i + w(n) . p_i(now) + m(n) (x_u B)_i; as factors:
+                 [u, 1, w(n), m(n) x_u] . [v_i, b_i, p_i(now), B_:i]
+  item-item      after training: EASE weights B on the training matrix and a mixing weight
+                 m(n) per support-size bucket, tuned on the validation users (m = 0 is in
+                 the grid, so it never hurts there); x_u is the user's binary history row.
+                 The set encoder alone pulls a 3-film user back to the popularity list;
+                 B carries the item-to-item evidence of so few events directly.
   loss           softmax over the full catalogue (support items masked) when it has at most
                  `full_softmax_max_items` items, else sampled softmax with logQ correction;
                  query items weighted by their event value.
@@ -28,20 +33,29 @@ import datetime as dt
 import io
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Self
 
 import fsspec
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from tasks.features import FeatureEncoder
 from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.models.baselines import ease_weights
 
-FORMAT_VERSION = 2  # 2: time prior (item_prior, prior_w)
+FORMAT_VERSION = 3  # 2: time prior (item_prior, prior_w); 3: item-item part (item_item.pt)
 N_BUCKETS = 8  # log2 buckets for support sizes and recency ranks: 0, 1, 2-3, ..., 64+
+# Item-item mixing: support-size buckets n = 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+, the grid of
+# weights tried per bucket (0 first: ties keep the model as it was) and the support sizes
+# of the tuning episodes.
+II_EDGES = (1, 3, 6, 11, 21)
+II_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+II_SHOTS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 
 
 @dataclass
@@ -73,6 +87,14 @@ class MetaConfig:
     eval_every: int = 25  # steps between validations
     patience: int = 8  # validations without improvement before stopping
     min_count: int = 2  # vocabulary min count of side-feature values
+    # -- item-item (EASE) part, fitted after training when n_items <= item_item_max_items
+    # (dense n_items^2 weights and factor columns; 20_000 is the EASE baseline's limit).
+    # Off by default (0) until the lead decides: +0.029 pooled NDCG@10 on ML-100K, but the
+    # nightly's 3-film new user is still 11/20 the popularity list (docs/results.md).
+    item_item_l2: float = 500.0
+    # On by default up to 5k items: +0.029 pooled NDCG@10 on ML-100K (docs/results.md); above
+    # that the dense B costs minutes and ~190 MB per checkpoint at 10k items.
+    item_item_max_items: int = 5_000
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. the data it ran on)
 
     @classmethod
@@ -89,6 +111,24 @@ def bucket(n: torch.Tensor) -> torch.Tensor:
     """0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ... capped at N_BUCKETS - 1."""
     b = torch.floor(torch.log2(n.float().clamp(min=1))).long() + 1
     return torch.where(n > 0, b, 0).clamp(max=N_BUCKETS - 1)
+
+
+def ii_bucket(n: np.ndarray) -> np.ndarray:
+    """Support size -> item-item mixing bucket: 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+."""
+    return np.searchsorted(np.asarray(II_EDGES), n, side="right")
+
+
+def ndcg_rows(scores: np.ndarray, rel: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """Per-row NDCG@k of dense scores against a binary relevance matrix (excluded items
+    must already score -inf)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
+    hits = np.asarray(rel[np.arange(len(scores))[:, None], top].todense(), bool)
+    disc = 1.0 / np.log2(np.arange(k) + 2.0)
+    n_rel = np.minimum(np.diff(rel.indptr), k)
+    idcg = np.concatenate([[1.0], np.cumsum(disc)])[n_rel]
+    return np.where(n_rel > 0, (hits * disc).sum(1) / np.where(n_rel > 0, idcg, 1.0), 0.0)
 
 
 def seen_mask(sup_items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -335,6 +375,10 @@ class MetaLearner(Recommender):
         self.w_scale = 1.0  # event values are log1p(value) / w_scale (mean 1 at fit)
         self.train_info: dict = {}  # how it was trained (budget, steps, device): in config.json
         self.train_log: list[dict] = []
+        # Item-item part (fit_item_item): EASE weights B (float16-exact float32) and the
+        # mixing weight per ii_bucket; None = off (large catalogue, or not fitted yet).
+        self.ii_weights: np.ndarray | None = None
+        self.ii_mix = np.zeros(len(II_EDGES) + 1, np.float32)
 
     # ---- building -------------------------------------------------------------------
     @classmethod
@@ -400,6 +444,66 @@ class MetaLearner(Recommender):
         self.train_log = result.log
         return self
 
+    # ---- item-item part ---------------------------------------------------------------
+    def fit_item_item(self, train: Interactions, side: SideFeatures, val_users: np.ndarray) -> dict:
+        """Add the EASE component: B on `train` (this model's catalogue) and its mixing
+        weight per support-size bucket, chosen on `val_users` (indices into train's users)
+        given their first n events (II_SHOTS), NDCG@10 of the rest, support excluded.
+
+        B for tuning leaves the validation users' rows out (their later events are the
+        targets); the kept B uses every row. Returns a summary (weights, gains, seconds)."""
+        start = time.perf_counter()
+        cfg, n_items = self.config, len(self._item_ids)
+        self.ii_weights, self.ii_mix = None, np.zeros(len(II_EDGES) + 1, np.float32)
+        if not 0 < n_items <= cfg.item_item_max_items or len(train) == 0:
+            return {"skipped": f"{n_items} items (max {cfg.item_item_max_items})"}
+        x = train.csr(binary=True)
+        is_val = np.zeros(train.n_users, bool)
+        is_val[np.asarray(val_users, np.int64)] = True
+        summary: dict = {"l2": cfg.item_item_l2}
+        if is_val.any() and (~is_val).any():
+            b_tune = _half(ease_weights(x[~is_val], cfg.item_item_l2))
+            mix, summary["tuning"] = self._tune_mix(train, side, np.flatnonzero(is_val), b_tune)
+        else:
+            mix = np.zeros_like(self.ii_mix)
+        self.ii_weights = _half(ease_weights(x, cfg.item_item_l2))
+        self.ii_mix = mix.astype(np.float32)
+        summary["mix"] = self.ii_mix.tolist()
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        return summary
+
+    def _tune_mix(self, train, side, val_users, b_tune) -> tuple[np.ndarray, list[dict]]:
+        """Per bucket, the grid weight with the best mean NDCG@10 over (user, shot) pairs."""
+        indptr = train.user_slices()
+        count = np.diff(indptr)
+        sub = train.subset_users(val_users)
+        sub_rank = np.arange(len(sub)) - sub.user_slices()[sub.user]
+        item_f = self.item_factors()
+        n_b = len(II_EDGES) + 1
+        sums, n_pairs = np.zeros((n_b, len(II_GRID))), np.zeros(n_b)
+        for shot in II_SHOTS:
+            users = np.flatnonzero(count[val_users] > shot)  # someone left to predict
+            if len(users) == 0:
+                continue
+            keep = np.isin(sub.user, users)
+            hist = sub.filter(keep & (sub_rank < shot))
+            x = hist.csr(binary=True)[users]
+            rel = sub.filter(keep & (sub_rank >= shot)).csr(binary=True)[users]
+            base = (self.user_factors(hist, side)[users] @ item_f.T).astype(np.float32)
+            ease = np.asarray(x @ b_tune, np.float32)
+            seen = x.toarray() > 0
+            b = int(ii_bucket(np.array([shot]))[0])
+            for g, w in enumerate(II_GRID):
+                s = np.where(seen, -np.inf, base + w * ease)
+                sums[b, g] += ndcg_rows(s, rel).sum()
+            n_pairs[b] += len(users)
+        means = sums / np.maximum(n_pairs, 1)[:, None]
+        mix = np.where(n_pairs > 0, np.asarray(II_GRID)[means.argmax(1)], 0.0)
+        table = [{"bucket": b, "pairs": int(n_pairs[b]), "ndcg_w0": round(float(means[b, 0]), 4),
+                  "ndcg_best": round(float(means[b].max()), 4), "w": float(mix[b])}
+                 for b in range(n_b) if n_pairs[b] > 0]  # fmt: skip
+        return mix, table
+
     # ---- factors --------------------------------------------------------------------
     @property
     def item_ids(self) -> np.ndarray:
@@ -410,7 +514,10 @@ class MetaLearner(Recommender):
         model = self._ready()
         vecs, bias = model.catalogue()
         parts = [vecs, bias.unsqueeze(-1), model.item_prior]
-        return torch.cat(parts, -1).float().cpu().numpy()
+        base = torch.cat(parts, -1).float().cpu().numpy()
+        if self.ii_weights is None:
+            return base
+        return np.hstack([base, self.ii_weights.T])  # column i of B scores item i
 
     @torch.no_grad()
     def user_factors(self, history: Interactions, side: SideFeatures, block: int = 4096):
@@ -420,7 +527,9 @@ class MetaLearner(Recommender):
         vecs, _ = model.catalogue()
         dev = vecs.device
         d = self.config.dim
-        out = np.empty((history.n_users, d + 1 + len(self.config.prior_windows_days)), np.float32)
+        width = d + 1 + len(self.config.prior_windows_days)
+        n_ii = 0 if self.ii_weights is None else len(self._item_ids)
+        out = np.empty((history.n_users, width + n_ii), np.float32)
         for lo in range(0, history.n_users, block):  # blocks of users, bounded memory
             sl = slice(lo, lo + block)
             u = model.users(
@@ -430,9 +539,26 @@ class MetaLearner(Recommender):
             )  # fmt: skip
             out[sl, :d] = u.float().cpu().numpy()
             pw = model.prior_weights(torch.from_numpy(sup_items[sl]).to(dev))
-            out[sl, d + 1 :] = pw.float().cpu().numpy()
+            out[sl, d + 1 : width] = pw.float().cpu().numpy()
         out[:, d] = 1.0  # picks up the item bias column of item_factors()
+        if n_ii:
+            x = self._history_rows(history)
+            mix = self.ii_mix[ii_bucket(np.diff(x.indptr))]
+            out[:, width:] = (sp.diags(mix) @ x).toarray()
         return out
+
+    def _history_rows(self, history: Interactions) -> sp.csr_matrix:
+        """(n_users, n_items) binary history over this model's catalogue (unknown items
+        dropped): the x_u of the item-item part."""
+        items = self._to_catalogue(history)
+        ok = items >= 0
+        x = sp.csr_matrix(
+            (np.ones(int(ok.sum()), np.float32), (history.user[ok], items[ok])),
+            shape=(history.n_users, len(self._item_ids)),
+        )
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        return x
 
     def support_arrays(self, history: Interactions) -> tuple[np.ndarray, np.ndarray]:
         """(n_users, max_support) catalogue indices (-1 = none), most recent first, and
@@ -484,14 +610,23 @@ class MetaLearner(Recommender):
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
         config = {"model": self.name, "format_version": FORMAT_VERSION,
                   "config": asdict(self.config), "dims": self._dims(), "w_scale": self.w_scale,
-                  "prior_now": self.prior_now, "training": self.train_info}  # fmt: skip
+                  "prior_now": self.prior_now, "training": self.train_info,
+                  "item_item": self.ii_weights is not None}  # fmt: skip
         encoders = {"users": self.user_encoder.to_json(), "items": self.item_encoder.to_json()}
-        return {
+        files = {
             "model.pt": buf.getvalue(),
             "config.json": json.dumps(config, indent=2).encode(),
             "item_ids.json": json.dumps([str(i) for i in self._item_ids]).encode(),
             "encoders.json": json.dumps(encoders).encode(),
         }
+        if self.ii_weights is not None:
+            # float16 halves the n_items^2 file; B was rounded to it at fit, so loading
+            # gives back the very same factors.
+            ii = io.BytesIO()
+            torch.save({"weights": torch.from_numpy(self.ii_weights.astype(np.float16)),
+                        "mix": torch.from_numpy(self.ii_mix)}, ii)  # fmt: skip
+            files["item_item.pt"] = ii.getvalue()
+        return files
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
@@ -523,4 +658,14 @@ class MetaLearner(Recommender):
         state = torch.load(io.BytesIO(read("model.pt")), map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
+        if config.get("item_item"):
+            ii = torch.load(io.BytesIO(read("item_item.pt")), map_location="cpu",
+                            weights_only=True)  # fmt: skip
+            self.ii_weights = ii["weights"].float().numpy()
+            self.ii_mix = ii["mix"].float().numpy()
         return self
+
+
+def _half(b: np.ndarray) -> np.ndarray:
+    """B rounded to float16 precision (how it is saved), kept as float32."""
+    return b.astype(np.float16).astype(np.float32)

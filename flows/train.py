@@ -60,8 +60,9 @@ def progress_reporter(settings: Settings, day: dt.date):
             f"validation NDCG@10 {'n/a' if metric is None else f'{metric:.4f}'}",
         )
         # One line per validation (every `eval_every` steps), never per step.
-        logger.info("train step %d: loss %.4f, val %s", record["step"],
-                    record["train_loss"], metric)  # fmt: skip
+        val = "n/a" if metric is None else f"{metric:.4f}"
+        logger.info("train step %d: loss %.4f, val NDCG@10 %s", record["step"],
+                    record["train_loss"], val)  # fmt: skip
 
     return report
 
@@ -81,7 +82,8 @@ def train_flow(
     artifacts.training(result)
     get_run_logger().info(
         "trained %d steps in %.1fs on %s (best NDCG@10 %s at step %d); checkpoint %s",
-        result.steps, result.seconds, result.device, result.best_metric,
+        result.steps, result.seconds, result.device,
+        "n/a" if result.best_metric is None else f"{result.best_metric:.4f}",
         result.best_step, result.checkpoint,
     )  # fmt: skip
     return {

@@ -389,9 +389,9 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     """B = I - P / diag(P) with P = (X'X + l2 I)^-1 (so diag(B) = 0); float32 (n, n)."""
     gram = torch.from_numpy((x.T @ x).toarray().astype(np.float32))
     gram.diagonal().add_(l2)
-    # Cholesky + triangular solves: 2-10x faster than cholesky_inverse/inv on CPU here.
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    p = torch.cholesky_solve(eye, torch.linalg.cholesky(gram))
+    # Cholesky + cholesky_inverse: measured on this 2-core CPU at 9,742 items 3.3 s + 6.9 s,
+    # against 19.5 s for cholesky_solve(I) and 27 s for linalg.inv (3x faster at 1.7k too).
+    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
     b = -p / p.diagonal()  # column j divided by P_jj
     b.diagonal().zero_()
     return b.numpy()

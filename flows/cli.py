@@ -48,12 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace, **overrides):
-    from tasks.config import Settings
+    from tasks.config import settings_from
 
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if getattr(args, "storage", None):
-        values["storage"] = args.storage
-    return Settings(**values)
+    return settings_from(storage=getattr(args, "storage", None), **overrides)
 
 
 def _date(text: str) -> str:

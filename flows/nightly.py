@@ -27,9 +27,9 @@ from prefect.states import Completed, Failed
 
 from flows import artifacts
 from flows.ingest import ingest_flow
-from flows.train import settings_from, train_flow
+from flows.train import train_flow
 from tasks import episodes, evaluate, publish, score
-from tasks.config import Settings
+from tasks.config import Settings, settings_from
 from tasks.storage import Lake, date_range, lake_from, parse_date
 
 # Thin wrappers: names for the UI, no caching of in-memory results (stages are idempotent
@@ -78,7 +78,7 @@ def nightly_flow(
     baseline is published and the run says why.
     """
     day = parse_date(run_date) if run_date else scheduled_date()
-    settings = settings_from(storage, top_k, train_max_steps=train_max_steps)
+    settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps)
     lake = lake_from(settings.storage)
     logger = get_run_logger()
     timings: dict[str, float] = {}
@@ -253,7 +253,7 @@ def backfill_flow(
     Ends Failed if any date failed or was blocked.
     """
     logger = get_run_logger()
-    settings = settings_from(storage, top_k, train_max_steps=train_max_steps)
+    settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps)
     lake = lake_from(settings.storage)
     dates = date_range(start, end)
     results = _ingest_range(lake, settings, dates)

@@ -22,18 +22,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import artifacts
 from tasks import train
-from tasks.config import Settings
+from tasks.config import Settings, settings_from
 from tasks.storage import lake_from, parse_date
 
 PROGRESS_KEY = "metarec-training-progress"
 
 train_task = task(name="train", cache_policy=NO_CACHE)(train.train_stage)
-
-
-def settings_from(storage: str | None, top_k: int | None = None, **extra: Any) -> Settings:
-    """Settings from flow parameters: None/empty means "the default or METAREC_* env"."""
-    values = {k: v for k, v in {"storage": storage, "top_k": top_k, **extra}.items() if v}
-    return Settings(**values)
 
 
 def progress_reporter(settings: Settings, day: dt.date):
@@ -76,7 +70,7 @@ def train_flow(
     """Meta-train the model of `run_date` (warm start from the newest earlier checkpoint)
     and save it under models/run_date=D/; returns a small summary."""
     day = parse_date(run_date)
-    settings = settings_from(storage, train_max_steps=train_max_steps)
+    settings = settings_from(storage=storage, train_max_steps=train_max_steps)
     lake = lake_from(settings.storage)
     result = train_task(lake, day, settings, on_progress=progress_reporter(settings, day))
     artifacts.training(result)

@@ -44,3 +44,9 @@ class Settings(BaseSettings):
     # time on a slow machine, or earlier by early stopping on the validation users.
     train_max_steps: int = Field(300, ge=1)
     train_budget_seconds: float = Field(45.0, gt=0)
+
+
+def settings_from(**values: object) -> Settings:
+    """Settings from optional overrides (CLI options, flow parameters): a None or empty value
+    means "the default, or the METAREC_* environment variable"."""
+    return Settings(**{k: v for k, v in values.items() if v not in (None, "")})

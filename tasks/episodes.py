@@ -32,6 +32,7 @@ import duckdb
 import polars as pl
 
 from tasks.config import Settings
+from tasks.history import read_silver
 from tasks.storage import Lake, parse_date
 
 TABLE = "gold/episodes"
@@ -112,14 +113,6 @@ def make_episodes(
     return out.with_columns(
         pl.col("support_ts", "query_ts").cast(pl.List(pl.Datetime("us", "UTC")))
     )
-
-
-def read_silver(lake: Lake, run_date: str | dt.date) -> pl.DataFrame:
-    """Every silver interaction landed up to run_date (inclusive)."""
-    day = parse_date(run_date)
-    dates = [d for d in lake.partitions("silver/interactions") if parse_date(d) <= day]
-    frame = lake.scan("silver/interactions", values=dates)
-    return frame.drop("dt") if "dt" in frame.columns else frame
 
 
 def build_episodes(lake: Lake, run_date: str | dt.date, settings: Settings) -> EpisodesResult:

@@ -33,10 +33,16 @@ class History:
         return dt.datetime.combine(self.run_date + dt.timedelta(days=1), dt.time(), dt.UTC)
 
 
+def read_silver(lake: Lake, run_date: dt.date | str) -> pl.DataFrame:
+    """Every silver interaction landed up to run_date (inclusive), in one scan."""
+    frame = lake.scan("silver/interactions", until=parse_date(run_date))
+    return frame.drop("dt") if "dt" in frame.columns else frame
+
+
 def load_history(lake: Lake, run_date: dt.date | str) -> History:
     """Silver interactions up to run_date plus side tables, over the run's vocabularies."""
     run_date = parse_date(run_date)
-    silver = lake.scan("silver/interactions", until=run_date)
+    silver = read_silver(lake, run_date)
     if silver.is_empty():
         raise FileNotFoundError(
             f"no silver interactions up to {run_date} under {lake.path('silver/interactions')}"

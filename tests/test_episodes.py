@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from tasks.config import Settings
-from tasks.episodes import build_episodes, make_episodes, read_silver
+from tasks.episodes import build_episodes, make_episodes
+from tasks.history import read_silver
 from tasks.storage import lake_from
 
 

@@ -9,17 +9,14 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-import scipy.sparse as sp
 import torch
 
 from tasks.models.base import Interactions, SideFeatures
+from tasks.models.item_item import MIX_GRID, N_MIX, mix_bucket
 from tasks.models.metalearner import (
-    II_GRID,
     MetaConfig,
     MetaLearner,
     bucket,
-    ii_bucket,
-    ndcg_rows,
     prior_features,
     seen_mask,
 )
@@ -87,8 +84,9 @@ def test_factor_shapes(fitted):
     assert list(model.item_ids) == list(catalogue(side))
     v = model.item_factors()
     n_items = 2 * N_ITEMS_PER_GROUP + 1
-    # [u, 1, prior weights, item-item row over the catalogue]
-    width = 16 + 1 + len(model.config.prior_windows_days) + n_items
+    # [u, 1, prior weights, per item-item part: its rows (n_items, or 1 for "recent")]
+    ii = sum(1 if p.kind == "recent" else n_items for p in model.item_item)
+    width = 16 + 1 + len(model.config.prior_windows_days) + ii
     assert v.shape == (n_items, width) and v.dtype == np.float32
     hist = history([], ["nobody"], model.item_ids)
     u = model.user_factors(hist, SideFeatures())
@@ -154,7 +152,9 @@ def test_save_load_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(back.user_factors(hist, side), model.user_factors(hist, side))
     assert list(back.item_ids) == list(model.item_ids)
     assert back.config == model.config
-    np.testing.assert_array_equal(back.ii_mix, model.ii_mix)
+    assert [p.kind for p in back.item_item] == [p.kind for p in model.item_item]
+    for a, b in zip(back.item_item, model.item_item, strict=True):
+        np.testing.assert_array_equal(a.mix, b.mix)
     with pytest.raises(Exception, match="not a metalearner"):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "config.json").write_text('{"model": "ease"}')
@@ -199,30 +199,39 @@ def test_time_prior_moves_with_now(fitted):
     np.testing.assert_allclose(model.item_factors()[:, prior], before, rtol=1e-5, atol=1e-6)
 
 
-def test_item_item_part_is_ease_mixed_per_support_size(fitted):
+def test_item_item_parts_are_mixed_per_support_size(fitted):
     model, _, _ = fitted
-    assert model.ii_weights is not None and model.ii_mix[0] == 0.0  # nothing to mix at n = 0
-    assert (np.asarray(II_GRID)[:, None] == model.ii_mix[None, :]).any(0).all()
+    assert model.item_item, "the two-group data should make some item-item part pay"
     summary = model.train_info["item_item"]
-    assert summary["mix"] == model.ii_mix.tolist()
-    # Tuning picks the best grid point per bucket: never below the model without it.
-    assert all(row["ndcg_best"] >= row["ndcg_w0"] for row in summary["tuning"])
-    # Scores = the model's own factors + mix(n) * (x_u B): check on a 3-item user.
+    for part in model.item_item:
+        assert part.mix.shape == (N_MIX,) and part.mix.any()
+        assert np.isin(part.mix, MIX_GRID).all()
+        assert summary["mix"][part.kind] == part.mix.tolist()
+    # Coordinate ascent starts at the model alone: never below it on the tuning users.
+    assert all(row["ndcg_best"] >= row["ndcg_base"] for row in summary["tuning"])
+    # Scores = the model's own factors + sum over parts of mix(bucket) * (r_u M): a user
+    # whose 3 events are recent (not stale) is in the 3-5 bucket.
     hist = history([("u", "a3"), ("u", "a7"), ("u", "a11")], ["u"], model.item_ids)
+    hist = dataclasses.replace(hist, ts=np.full(3, model.prior_now, np.int64))
     full = scores_of(model, hist, SideFeatures())[0]
-    saved = model.ii_weights
+    saved = model.item_item
     try:
-        model.ii_weights = None
+        model.item_item = []
         plain = scores_of(model, hist, SideFeatures())[0]
     finally:
-        model.ii_weights = saved
+        model.item_item = saved
+    b3 = int(mix_bucket(np.array([3]))[0])
     x = np.isin(model.item_ids, ["a3", "a7", "a11"]).astype(np.float32)
-    expected = plain + model.ii_mix[ii_bucket(np.array([3]))[0]] * (x @ saved)
-    np.testing.assert_allclose(full, expected, rtol=1e-4, atol=1e-4)
-    # EASE weights: zero diagonal, and an item's neighbours are in its own group.
-    assert np.all(np.diag(saved) == 0)
-    a3 = list(model.item_ids).index("a3")
-    top = model.item_ids[np.argsort(-saved[a3])[:10]]
+    expected = plain.copy()
+    for part in saved:
+        if part.kind == "ease":
+            expected += part.mix[b3] * (x @ part.weights)
+        elif part.kind == "recent":
+            expected += part.mix[b3] * part.weights[0]
+    if all(p.kind in ("ease", "recent") for p in saved):  # sequence rows: test_item_item.py
+        np.testing.assert_allclose(full, expected, rtol=1e-4, atol=1e-4)
+    # Whatever the parts, a group-a user's list starts with group-a items.
+    top = model.item_ids[np.argsort(-np.where(x > 0, -np.inf, full))[:5]]
     assert all(str(i).startswith("a") for i in top), top
 
 
@@ -232,17 +241,5 @@ def test_item_item_off_for_large_catalogues():
     config = MetaConfig(dim=8, hidden=16, batch_users=16, item_item_max_items=10)
     model = MetaLearner(config, budget_seconds=60.0, max_steps=2, seed=0)
     model.fit(train, side, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
-    assert model.ii_weights is None and "skipped" in model.train_info["item_item"]
+    assert model.item_item == [] and "skipped" in model.train_info["item_item"]
     assert model.item_factors().shape[1] == 8 + 1 + len(config.prior_windows_days)
-
-
-def test_ii_bucket_and_ndcg_rows():
-    assert ii_bucket(np.array([0, 1, 2, 3, 5, 6, 10, 11, 20, 21, 500])).tolist() == [
-        0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5
-    ]  # fmt: skip
-    scores = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
-    rel = sp.csr_matrix(np.array([[1, 0, 0, 0], [1, 0, 0, 0]], np.float32))
-    got = ndcg_rows(scores, rel, k=2)
-    np.testing.assert_allclose(got, [1.0, 0.0])
-    got3 = ndcg_rows(scores[1:], rel[1:], k=4)  # relevant item at rank 4
-    np.testing.assert_allclose(got3, [1 / np.log2(5)])

@@ -17,11 +17,13 @@ Reads and writes no table: training lives in tasks/train.py, which saves checkpo
                  the user's side features and support size -> MLP -> u (residual on the mean)
   score          s(u, i) = u . v_i + b_i + w(n) . p_i(now) + m(n) (x_u B)_i; as factors:
                  [u, 1, w(n), m(n) x_u] . [v_i, b_i, p_i(now), B_:i]
-  item-item      after training: EASE weights B on the training matrix and a mixing weight
-                 m(n) per support-size bucket, tuned on the validation users (m = 0 is in
-                 the grid, so it never hurts there); x_u is the user's binary history row.
-                 The set encoder alone pulls a 3-film user back to the popularity list;
-                 B carries the item-to-item evidence of so few events directly.
+  item-item      after training (tasks/models/item_item.py): EASE weights B and a
+                 sequence co-occurrence matrix C on the training histories, each mixed in
+                 with a weight per support-size bucket tuned on the validation users (0 is
+                 in the grid, so a part never hurts there): r_u @ M with r_u the user's
+                 binary (EASE) or recency-weighted (sequence) history row. The set encoder
+                 alone pulls a 3-film user back to the popularity list; these parts carry
+                 the item-to-item evidence of so few events directly.
   loss           softmax over the full catalogue (support items masked) when it has at most
                  `full_softmax_max_items` items, else sampled softmax with logQ correction;
                  query items weighted by their event value.
@@ -33,7 +35,6 @@ import datetime as dt
 import io
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Self
@@ -46,16 +47,19 @@ from torch import nn
 
 from tasks.features import FeatureEncoder
 from tasks.models.base import Interactions, Recommender, SideFeatures
-from tasks.models.baselines import ease_weights
+from tasks.models.item_item import (
+    ItemItemConfig,
+    ItemItemPart,
+    fit_parts,
+    history_rows,
+    make_part,
+    mix_bucket,
+    stale_users,
+)
 
-FORMAT_VERSION = 3  # 2: time prior (item_prior, prior_w); 3: item-item part (item_item.pt)
+# 2: time prior (item_prior, prior_w); 3: item-item part (item_item.pt); 4: several parts
+FORMAT_VERSION = 4
 N_BUCKETS = 8  # log2 buckets for support sizes and recency ranks: 0, 1, 2-3, ..., 64+
-# Item-item mixing: support-size buckets n = 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+, the grid of
-# weights tried per bucket (0 first: ties keep the model as it was) and the support sizes
-# of the tuning episodes.
-II_EDGES = (1, 3, 6, 11, 21)
-II_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-II_SHOTS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 
 
 @dataclass
@@ -87,48 +91,39 @@ class MetaConfig:
     eval_every: int = 25  # steps between validations
     patience: int = 8  # validations without improvement before stopping
     min_count: int = 2  # vocabulary min count of side-feature values
-    # -- item-item (EASE) part, fitted after training when n_items <= item_item_max_items
-    # (dense n_items^2 weights and factor columns; 20_000 is the EASE baseline's limit).
-    # Off by default (0) until the lead decides: +0.029 pooled NDCG@10 on ML-100K, but the
-    # nightly's 3-film new user is still 11/20 the popularity list (docs/results.md).
-    item_item_l2: float = 500.0
-    # On by default up to 5k items: +0.029 pooled NDCG@10 on ML-100K (docs/results.md); above
-    # that the dense B costs minutes and ~190 MB per checkpoint at 10k items.
-    item_item_max_items: int = 5_000
+    # -- item-item parts (tasks/models/item_item.py), fitted after training when n_items <=
+    # item_item_max_items: dense n_items^2 matrices and factor columns per part kept.
+    item_item_kinds: tuple[str, ...] = ("ease", "sequence", "recent")
+    item_item_l2: float = 500.0  # EASE
+    seq_window: int = 100  # sequence: pairs at most this many events apart
+    seq_backward: float = 0.5  # sequence: weight of pairs in reverse order
+    seq_beta: float = 0.5  # sequence: row a scaled by count(a)^-beta
+    seq_half_life: float = 5.0  # sequence: user row weights halve every this many events
+    recent_days: float = 30.0  # recent: popularity window of the tuned recency part
+    stale_days: float = 1.0  # users whose latest event is older have their own mixing
+    item_item_max_items: int = 10_000
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. the data it ran on)
 
     @classmethod
     def from_dict(cls, doc: dict) -> MetaConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in doc.items() if k in known}
-        for name in ("support_sizes", "prior_windows_days", "prior_init"):
+        for name in ("support_sizes", "prior_windows_days", "prior_init", "item_item_kinds"):
             if name in kw:
                 kw[name] = tuple(kw[name])
         return cls(**kw)
+
+    def item_item(self) -> ItemItemConfig:
+        """The item-item parts' settings."""
+        return ItemItemConfig(self.item_item_kinds, self.item_item_l2, self.seq_window,
+                              self.seq_backward, self.seq_beta, self.seq_half_life,
+                              self.recent_days, self.stale_days)  # fmt: skip
 
 
 def bucket(n: torch.Tensor) -> torch.Tensor:
     """0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ... capped at N_BUCKETS - 1."""
     b = torch.floor(torch.log2(n.float().clamp(min=1))).long() + 1
     return torch.where(n > 0, b, 0).clamp(max=N_BUCKETS - 1)
-
-
-def ii_bucket(n: np.ndarray) -> np.ndarray:
-    """Support size -> item-item mixing bucket: 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+."""
-    return np.searchsorted(np.asarray(II_EDGES), n, side="right")
-
-
-def ndcg_rows(scores: np.ndarray, rel: sp.csr_matrix, k: int = 10) -> np.ndarray:
-    """Per-row NDCG@k of dense scores against a binary relevance matrix (excluded items
-    must already score -inf)."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
-    hits = np.asarray(rel[np.arange(len(scores))[:, None], top].todense(), bool)
-    disc = 1.0 / np.log2(np.arange(k) + 2.0)
-    n_rel = np.minimum(np.diff(rel.indptr), k)
-    idcg = np.concatenate([[1.0], np.cumsum(disc)])[n_rel]
-    return np.where(n_rel > 0, (hits * disc).sum(1) / np.where(n_rel > 0, idcg, 1.0), 0.0)
 
 
 def seen_mask(sup_items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -375,10 +370,8 @@ class MetaLearner(Recommender):
         self.w_scale = 1.0  # event values are log1p(value) / w_scale (mean 1 at fit)
         self.train_info: dict = {}  # how it was trained (budget, steps, device): in config.json
         self.train_log: list[dict] = []
-        # Item-item part (fit_item_item): EASE weights B (float16-exact float32) and the
-        # mixing weight per ii_bucket; None = off (large catalogue, or not fitted yet).
-        self.ii_weights: np.ndarray | None = None
-        self.ii_mix = np.zeros(len(II_EDGES) + 1, np.float32)
+        # Item-item parts (fit_item_item); empty = off (large catalogue, or not fitted yet).
+        self.item_item: list[ItemItemPart] = []
 
     # ---- building -------------------------------------------------------------------
     @classmethod
@@ -444,65 +437,21 @@ class MetaLearner(Recommender):
         self.train_log = result.log
         return self
 
-    # ---- item-item part ---------------------------------------------------------------
+    # ---- item-item parts ---------------------------------------------------------------
     def fit_item_item(self, train: Interactions, side: SideFeatures, val_users: np.ndarray) -> dict:
-        """Add the EASE component: B on `train` (this model's catalogue) and its mixing
-        weight per support-size bucket, chosen on `val_users` (indices into train's users)
-        given their first n events (II_SHOTS), NDCG@10 of the rest, support excluded.
-
-        B for tuning leaves the validation users' rows out (their later events are the
-        targets); the kept B uses every row. Returns a summary (weights, gains, seconds)."""
-        start = time.perf_counter()
-        cfg, n_items = self.config, len(self._item_ids)
-        self.ii_weights, self.ii_mix = None, np.zeros(len(II_EDGES) + 1, np.float32)
-        if not 0 < n_items <= cfg.item_item_max_items or len(train) == 0:
-            return {"skipped": f"{n_items} items (max {cfg.item_item_max_items})"}
-        x = train.csr(binary=True)
-        is_val = np.zeros(train.n_users, bool)
-        is_val[np.asarray(val_users, np.int64)] = True
-        summary: dict = {"l2": cfg.item_item_l2}
-        if is_val.any() and (~is_val).any():
-            b_tune = _half(ease_weights(x[~is_val], cfg.item_item_l2))
-            mix, summary["tuning"] = self._tune_mix(train, side, np.flatnonzero(is_val), b_tune)
-        else:
-            mix = np.zeros_like(self.ii_mix)
-        self.ii_weights = _half(ease_weights(x, cfg.item_item_l2))
-        self.ii_mix = mix.astype(np.float32)
-        summary["mix"] = self.ii_mix.tolist()
-        summary["seconds"] = round(time.perf_counter() - start, 3)
-        return summary
-
-    def _tune_mix(self, train, side, val_users, b_tune) -> tuple[np.ndarray, list[dict]]:
-        """Per bucket, the grid weight with the best mean NDCG@10 over (user, shot) pairs."""
-        indptr = train.user_slices()
-        count = np.diff(indptr)
-        sub = train.subset_users(val_users)
-        sub_rank = np.arange(len(sub)) - sub.user_slices()[sub.user]
+        """Add the item-item parts (tasks/models/item_item.py) on `train` (this model's
+        catalogue), their mixing weights tuned on `val_users` (indices into train's users).
+        Returns a summary (weights, gains, seconds)."""
+        self.item_item = []
+        n_items, cap = len(self._item_ids), self.config.item_item_max_items
+        if not 0 < n_items <= cap or len(train) == 0 or not self.config.item_item_kinds:
+            return {"skipped": f"{n_items} items (max {cap})"}
         item_f = self.item_factors()
-        n_b = len(II_EDGES) + 1
-        sums, n_pairs = np.zeros((n_b, len(II_GRID))), np.zeros(n_b)
-        for shot in II_SHOTS:
-            users = np.flatnonzero(count[val_users] > shot)  # someone left to predict
-            if len(users) == 0:
-                continue
-            keep = np.isin(sub.user, users)
-            hist = sub.filter(keep & (sub_rank < shot))
-            x = hist.csr(binary=True)[users]
-            rel = sub.filter(keep & (sub_rank >= shot)).csr(binary=True)[users]
-            base = (self.user_factors(hist, side)[users] @ item_f.T).astype(np.float32)
-            ease = np.asarray(x @ b_tune, np.float32)
-            seen = x.toarray() > 0
-            b = int(ii_bucket(np.array([shot]))[0])
-            for g, w in enumerate(II_GRID):
-                s = np.where(seen, -np.inf, base + w * ease)
-                sums[b, g] += ndcg_rows(s, rel).sum()
-            n_pairs[b] += len(users)
-        means = sums / np.maximum(n_pairs, 1)[:, None]
-        mix = np.where(n_pairs > 0, np.asarray(II_GRID)[means.argmax(1)], 0.0)
-        table = [{"bucket": b, "pairs": int(n_pairs[b]), "ndcg_w0": round(float(means[b, 0]), 4),
-                  "ndcg_best": round(float(means[b].max()), 4), "w": float(mix[b])}
-                 for b in range(n_b) if n_pairs[b] > 0]  # fmt: skip
-        return mix, table
+        self.item_item, summary = fit_parts(
+            train, val_users, self.config.item_item(),
+            lambda hist: self.user_factors(hist, side) @ item_f.T,
+        )  # fmt: skip
+        return summary
 
     # ---- factors --------------------------------------------------------------------
     @property
@@ -515,9 +464,8 @@ class MetaLearner(Recommender):
         vecs, bias = model.catalogue()
         parts = [vecs, bias.unsqueeze(-1), model.item_prior]
         base = torch.cat(parts, -1).float().cpu().numpy()
-        if self.ii_weights is None:
-            return base
-        return np.hstack([base, self.ii_weights.T])  # column i of B scores item i
+        # Column i of each part's matrix scores item i.
+        return np.hstack([base, *(p.weights.T for p in self.item_item)])
 
     @torch.no_grad()
     def user_factors(self, history: Interactions, side: SideFeatures, block: int = 4096):
@@ -528,7 +476,7 @@ class MetaLearner(Recommender):
         dev = vecs.device
         d = self.config.dim
         width = d + 1 + len(self.config.prior_windows_days)
-        n_ii = 0 if self.ii_weights is None else len(self._item_ids)
+        n_ii = sum(len(p.weights) for p in self.item_item)
         out = np.empty((history.n_users, width + n_ii), np.float32)
         for lo in range(0, history.n_users, block):  # blocks of users, bounded memory
             sl = slice(lo, lo + block)
@@ -542,23 +490,12 @@ class MetaLearner(Recommender):
             out[sl, d + 1 : width] = pw.float().cpu().numpy()
         out[:, d] = 1.0  # picks up the item bias column of item_factors()
         if n_ii:
-            x = self._history_rows(history)
-            mix = self.ii_mix[ii_bucket(np.diff(x.indptr))]
-            out[:, width:] = (sp.diags(mix) @ x).toarray()
+            x, rec = history_rows(history, self._to_catalogue(history), len(self._item_ids))
+            stale = stale_users(history, self.prior_now, self.config.stale_days)
+            b = mix_bucket(np.diff(x.indptr), stale)
+            rows = sp.hstack([p.rows(x, rec, b) for p in self.item_item], format="csr")
+            out[:, width:] = rows.toarray()
         return out
-
-    def _history_rows(self, history: Interactions) -> sp.csr_matrix:
-        """(n_users, n_items) binary history over this model's catalogue (unknown items
-        dropped): the x_u of the item-item part."""
-        items = self._to_catalogue(history)
-        ok = items >= 0
-        x = sp.csr_matrix(
-            (np.ones(int(ok.sum()), np.float32), (history.user[ok], items[ok])),
-            shape=(history.n_users, len(self._item_ids)),
-        )
-        x.sum_duplicates()
-        x.data[:] = 1.0
-        return x
 
     def support_arrays(self, history: Interactions) -> tuple[np.ndarray, np.ndarray]:
         """(n_users, max_support) catalogue indices (-1 = none), most recent first, and
@@ -611,7 +548,7 @@ class MetaLearner(Recommender):
         config = {"model": self.name, "format_version": FORMAT_VERSION,
                   "config": asdict(self.config), "dims": self._dims(), "w_scale": self.w_scale,
                   "prior_now": self.prior_now, "training": self.train_info,
-                  "item_item": self.ii_weights is not None}  # fmt: skip
+                  "item_item": [p.kind for p in self.item_item]}  # fmt: skip
         encoders = {"users": self.user_encoder.to_json(), "items": self.item_encoder.to_json()}
         files = {
             "model.pt": buf.getvalue(),
@@ -619,12 +556,13 @@ class MetaLearner(Recommender):
             "item_ids.json": json.dumps([str(i) for i in self._item_ids]).encode(),
             "encoders.json": json.dumps(encoders).encode(),
         }
-        if self.ii_weights is not None:
-            # float16 halves the n_items^2 file; B was rounded to it at fit, so loading
-            # gives back the very same factors.
+        if self.item_item:
+            # float16 halves the n_items^2 file; the matrices were rounded to it at fit, so
+            # loading gives back the very same factors.
             ii = io.BytesIO()
-            torch.save({"weights": torch.from_numpy(self.ii_weights.astype(np.float16)),
-                        "mix": torch.from_numpy(self.ii_mix)}, ii)  # fmt: skip
+            half = {p.kind: {"weights": torch.from_numpy(p.weights.astype(np.float16)),
+                             "mix": torch.from_numpy(p.mix)} for p in self.item_item}  # fmt: skip
+            torch.save(half, ii)
             files["item_item.pt"] = ii.getvalue()
         return files
 
@@ -661,11 +599,8 @@ class MetaLearner(Recommender):
         if config.get("item_item"):
             ii = torch.load(io.BytesIO(read("item_item.pt")), map_location="cpu",
                             weights_only=True)  # fmt: skip
-            self.ii_weights = ii["weights"].float().numpy()
-            self.ii_mix = ii["mix"].float().numpy()
+            cfg = self.config.item_item()
+            self.item_item = [make_part(kind, ii[kind]["weights"].float().numpy(),
+                                        ii[kind]["mix"].float().numpy(), cfg)
+                              for kind in config["item_item"]]  # fmt: skip
         return self
-
-
-def _half(b: np.ndarray) -> np.ndarray:
-    """B rounded to float16 precision (how it is saved), kept as float32."""
-    return b.astype(np.float16).astype(np.float32)

@@ -1,0 +1,307 @@
+"""The meta-learner's item-item parts: item-to-item evidence that a few events carry directly,
+mixed into the set encoder's scores with one weight per support-size bucket.
+
+Two kinds, both (n_items, n_items) matrices M applied to a user row r_u as r_u @ M:
+
+  ease      EASE weights B on the binary training matrix; r_u = the binary history.
+  sequence  time-local co-occurrence: C[a, b] counts how often b came within `window`
+            events after a (backward pairs weighted `backward`) in someone's history,
+            scaled by count(a)^-beta. r_u weights the user's events by recency (half-life
+            in events, most recent = 1) and is scaled so that r_u @ M has mean 1 over the
+            catalogue: the mixing weight then means the same for every user. On MovieLens
+            this is the strongest single signal for users with 3-10 events: what people
+            rate next is what the site showed them next (docs/results.md).
+  recent    rank one: the log relative popularity of each item in the last `recent_days`
+            before the end of training (r_u = 1). Items with no event at all get the
+            "newcomer prior": how popular items were in their first `recent_days`, on
+            average, so an item that just arrived is not scored as a flop. The network
+            has the same signal with its own weights; tuned here, warm users (long,
+            stale histories) can lean on it as much as the validation users say.
+
+Mixing: one weight per part and bucket, from MIX_GRID (0 included, so a part never hurts
+where it does not help), chosen by coordinate ascent on NDCG@10. Buckets: support size
+n = 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+, tuned on validation users shown their first n events
+(MIX_SHOTS); and "stale", users whose latest event is more than `stale_days` before the
+scoring time (returning users: their next events follow the catalogue, not their last
+session), tuned on the other training users' events after a time cut, from their history
+before it. The tuning matrices are fitted on the rows before that cut, validation users
+left out. A part whose weight is 0 everywhere is dropped.
+
+As factors: user columns mix(n) * r_u, item columns M[:, i]; the scores are exact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from tasks.models.base import Interactions
+from tasks.models.baselines import ease_weights
+
+KINDS = ("ease", "sequence", "recent")
+MIX_EDGES = (1, 3, 6, 11, 21)  # support-size buckets 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+
+MIX_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+MIX_SHOTS = (0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
+MIX_ROUNDS = 2  # coordinate-ascent sweeps over the parts
+STALE = len(MIX_EDGES) + 1  # index of the stale bucket; N_MIX buckets in all
+N_MIX = STALE + 1
+STALE_CUT = 0.9  # quantile of the training times where the stale tuning cases are cut
+STALE_USERS = 600  # at most this many training users in the stale tuning cases
+
+
+@dataclass(frozen=True)
+class ItemItemConfig:
+    """Which parts, and their hyperparameters (fields of MetaConfig carry the values)."""
+
+    kinds: tuple[str, ...] = KINDS
+    ease_l2: float = 500.0
+    window: int = 100  # sequence: pairs at most this many events apart
+    backward: float = 0.5  # sequence: weight of "b came before a" pairs
+    beta: float = 0.5  # sequence: C[a, :] scaled by count(a)^-beta
+    half_life: float = 5.0  # sequence: user row weights halve every this many events back
+    recent_days: float = 30.0  # recent: the popularity window
+    stale_days: float = 1.0  # a user whose latest event is older than this is "stale"
+
+
+@dataclass
+class ItemItemPart:
+    """One fitted part: its matrix (float16-exact float32) and mixing weight per bucket."""
+
+    kind: str
+    weights: np.ndarray  # (n_items, n_items); (1, n_items) for "recent"
+    mix: np.ndarray  # (N_MIX,) float32: per support-size bucket, then the stale bucket
+    half_life: float = 0.0  # 0: binary history rows (ease); else recency-weighted rows
+    col_mean: np.ndarray | None = None  # (n_items,) mean of each row of weights (sequence)
+
+    def rows(self, x: sp.csr_matrix, recency: sp.csr_matrix, bucket: np.ndarray):
+        """The user columns (sparse): mix(bucket) * r_u. x = binary history, recency =
+        1 + events back (history_rows), both (n_users, n_items); bucket = mix_bucket()."""
+        if self.kind == "recent":
+            return sp.csr_matrix(self.mix[bucket][:, None].astype(np.float32))
+        if self.half_life <= 0:
+            r = x
+        else:
+            r = recency.copy()
+            r.data = 0.5 ** ((r.data - 1.0) / self.half_life)  # recency.data = 1 + back
+            scale = r @ self.col_mean  # mean of r_u @ weights over the catalogue
+            r = sp.diags(1.0 / np.maximum(scale, 1e-12)) @ r
+        return sp.csr_matrix(sp.diags(self.mix[bucket]) @ r, dtype=np.float32)
+
+
+def mix_bucket(n: np.ndarray, stale: np.ndarray | None = None) -> np.ndarray:
+    """Support size -> mixing bucket 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+; STALE where stale."""
+    b = np.searchsorted(np.asarray(MIX_EDGES), n, side="right")
+    return b if stale is None else np.where(stale, STALE, b)
+
+
+def stale_users(history: Interactions, now: int | None, days: float) -> np.ndarray:
+    """(n_users,) bool: the user's latest event is more than `days` before `now` (epoch s)."""
+    indptr = history.user_slices()
+    has = np.diff(indptr) > 0
+    if now is None or not has.any():
+        return np.zeros(history.n_users, bool)
+    last = np.full(history.n_users, np.iinfo(np.int64).max)
+    last[has] = history.ts[indptr[1:][has] - 1]
+    return last < now - int(days * 86_400)
+
+
+def history_rows(history: Interactions, items: np.ndarray, n_items: int):
+    """(binary rows, recency rows) over a catalogue of n_items; `items` maps history rows
+    to it (-1 = unknown, dropped). Recency rows hold 1 + (events back) of the user's latest
+    event on each item: 1 for the most recent event, 2 for the one before, and so on."""
+    indptr = history.user_slices()
+    back = indptr[1:][history.user] - 1 - np.arange(len(history))
+    ok = np.flatnonzero(items >= 0)
+    key = history.user[ok].astype(np.int64) * n_items + items[ok]
+    order = np.lexsort((back[ok], key))  # per (user, item), the latest event first
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    rows = ok[order[first]]
+    shape = (history.n_users, n_items)
+    rec = sp.csr_matrix(
+        ((1.0 + back[rows]).astype(np.float32), (history.user[rows], items[rows])), shape=shape
+    )
+    x = sp.csr_matrix((np.ones(len(rows), np.float32), (history.user[rows], items[rows])),
+                      shape=shape)  # fmt: skip
+    return x, rec
+
+
+def sequence_weights(train: Interactions, cfg: ItemItemConfig, chunk: int = 10) -> np.ndarray:
+    """C[a, b] * count(a)^-beta: b within `window` events after a (1) or before it
+    (`backward`) in the same user's time-ordered history (dense float32)."""
+    n, it, user = train.n_items, train.item.astype(np.int64), train.user
+    c = sp.csr_matrix((n, n), dtype=np.float32)
+    for lo in range(1, cfg.window + 1, chunk):  # chunks bound the pair arrays' memory
+        rows, cols = [], []
+        for d in range(lo, min(lo + chunk, cfg.window + 1)):
+            same = user[:-d] == user[d:]
+            rows.append(it[:-d][same])
+            cols.append(it[d:][same])
+        a, b = np.concatenate(rows), np.concatenate(cols)
+        ones = np.ones(len(a), np.float32)
+        c = c + sp.csr_matrix((ones, (a, b)), shape=(n, n))
+        c = c + sp.csr_matrix((ones * cfg.backward, (b, a)), shape=(n, n))
+    count = np.bincount(it, minlength=n).astype(np.float64)
+    scale = 1.0 / np.maximum(count, 1.0) ** cfg.beta
+    return np.asarray((sp.diags(scale) @ c).todense(), np.float32)
+
+
+def recent_popularity(train: Interactions, days: float) -> np.ndarray:
+    """(n_items,) log((count + 1) / (mean count + 1)) over the last `days` of `train`;
+    items with no event ever get the mean of that quantity over the items' own first
+    `days` (items that arrived after the first `days` of the data)."""
+    n = train.n_items
+    if len(train) == 0:
+        return np.zeros(n, np.float32)
+    window = int(days * 86_400)
+    end = int(train.ts.max()) + 1
+    recent = train.ts >= end - window
+
+    def log_rel(counts: np.ndarray, total: float) -> np.ndarray:
+        return np.log((counts + 1.0) / (total / n + 1.0))
+
+    counts = np.bincount(train.item[recent], minlength=n).astype(np.float64)
+    out = log_rel(counts, counts.sum())
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, train.item, train.ts)
+    arrived = (first > int(train.ts.min()) + window) & (first < end - window)
+    if arrived.any():
+        # Events of each arrived item in its first `days`, relative to the traffic then.
+        early = arrived[train.item] & (train.ts < first[train.item] + window)
+        c = np.bincount(train.item[early], minlength=n)[arrived].astype(np.float64)
+        ts = np.sort(train.ts)
+        traffic = np.searchsorted(ts, first[arrived] + window) - np.searchsorted(ts, first[arrived])
+        newcomer = float(np.mean(np.log((c + 1.0) / (traffic / n + 1.0))))
+        out[first == np.iinfo(np.int64).max] = newcomer
+    return out.astype(np.float32)
+
+
+def fit_matrix(kind: str, train: Interactions, cfg: ItemItemConfig) -> np.ndarray:
+    """The part's matrix on `train`, rounded to float16 precision (how it is saved)."""
+    if kind == "ease":
+        m = ease_weights(train.csr(binary=True), cfg.ease_l2)
+    elif kind == "sequence":
+        m = sequence_weights(train, cfg)
+    elif kind == "recent":
+        m = recent_popularity(train, cfg.recent_days)[None, :]
+    else:
+        raise ValueError(f"unknown item-item part {kind!r} (expected one of {KINDS})")
+    return m.astype(np.float16).astype(np.float32)
+
+
+def make_part(kind: str, weights: np.ndarray, mix: np.ndarray, cfg: ItemItemConfig):
+    """An ItemItemPart with the row scaling its kind needs."""
+    if kind == "sequence":
+        return ItemItemPart(kind, weights, mix, cfg.half_life, weights.mean(1))
+    return ItemItemPart(kind, weights, mix)
+
+
+def ndcg_rows(scores: np.ndarray, rel: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """Per-row NDCG@k of dense scores against a binary relevance matrix (excluded items
+    must already score -inf)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
+    hits = np.asarray(rel[np.arange(len(scores))[:, None], top].todense(), bool)
+    disc = 1.0 / np.log2(np.arange(k) + 2.0)
+    n_rel = np.minimum(np.diff(rel.indptr), k)
+    idcg = np.concatenate([[1.0], np.cumsum(disc)])[n_rel]
+    return np.where(n_rel > 0, (hits * disc).sum(1) / np.where(n_rel > 0, idcg, 1.0), 0.0)
+
+
+def tuning_case(parts, history, targets, bucket, base_scores) -> tuple | None:
+    """One block of tuning users: (base scores with history items at -inf, each part's
+    evidence at weight 1, relevance); None when nobody has both history (unless bucket 0)
+    and targets."""
+    x, rec = history_rows(history, history.item.astype(np.int64), history.n_items)
+    rel = targets.csr(binary=True)
+    rel = rel - rel.multiply(x)  # an item already in the history is no target
+    rel.eliminate_zeros()
+    has_history = (np.diff(x.indptr) > 0) | (bucket == 0)  # bucket 0: zero-shot users
+    users = np.flatnonzero(has_history & (np.diff(rel.indptr) > 0))
+    if len(users) == 0:
+        return None
+    x, rec, rel = x[users], rec[users], sp.csr_matrix(rel[users], dtype=np.float32)
+    base = base_scores(history)[users].astype(np.float32)
+    base[x.toarray() > 0] = -np.inf  # history items are never recommended
+    b = np.full(len(users), bucket)
+    unit = [replace(p, mix=np.ones(N_MIX, np.float32)) for p in parts]
+    evidence = [np.asarray(p.rows(x, rec, b) @ p.weights, np.float32) for p in unit]
+    return base, evidence, rel
+
+
+def tune_mix(cases: dict[int, list], n_parts: int) -> tuple[np.ndarray, list[dict]]:
+    """Mixing weights (N_MIX, n_parts): per bucket, coordinate ascent over the parts
+    (MIX_GRID values, MIX_ROUNDS sweeps) on the mean NDCG@10 of its tuning cases.
+
+    Returns the weights and a table of the gains per bucket (for the training record)."""
+
+    def score(b: int, w: np.ndarray) -> float:
+        total = sum(ndcg_rows(base + sum(wk * e for wk, e in zip(w, ev, strict=True)), rel).sum()
+                    for base, ev, rel in cases[b])  # fmt: skip
+        return total / sum(len(c[0]) for c in cases[b])
+
+    mix = np.zeros((N_MIX, n_parts), np.float32)
+    table = []
+    for b in sorted(b for b, c in cases.items() if c):
+        w = np.zeros(n_parts, np.float32)
+        start = best = score(b, w)
+        for _ in range(MIX_ROUNDS):
+            for j in range(n_parts):
+                for value in MIX_GRID:
+                    trial = w.copy()
+                    trial[j] = value
+                    got = score(b, trial)
+                    if got > best + 1e-9:  # ties keep the simpler (earlier) weights
+                        best, w = got, trial
+        mix[b] = w
+        pairs = sum(len(c[0]) for c in cases[b])
+        table.append({"bucket": "stale" if b == STALE else b, "pairs": pairs,
+                      "ndcg_base": round(start, 4), "ndcg_best": round(best, 4),
+                      "mix": w.tolist()})  # fmt: skip
+    return mix, table
+
+
+def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, base_scores):
+    """Fit the parts and their mixing weights; returns (parts with a non-zero weight
+    somewhere, summary). `base_scores(history)` gives the model's own (n_users, n_items)
+    scores for a history over train's catalogue."""
+    start = time.perf_counter()
+    is_val = np.zeros(train.n_users, bool)
+    is_val[np.asarray(val_users, np.int64)] = True
+    summary: dict = {"kinds": list(cfg.kinds)}
+    if not cfg.kinds or not is_val.any() or is_val.all():
+        return [], {**summary, "skipped": "no validation users to tune the mixing on"}
+    other = ~is_val[train.user]
+    cut = int(np.quantile(train.ts[other], STALE_CUT, method="higher"))
+    before = train.ts < cut
+    rest = train.filter(other & before)  # neither tuning set's targets are in it
+    tuning = [make_part(k, fit_matrix(k, rest, cfg), np.zeros(N_MIX, np.float32), cfg)
+              for k in cfg.kinds]  # fmt: skip
+    cases: dict[int, list] = {b: [] for b in range(N_MIX)}
+    # Size buckets: validation users given their first `shot` events.
+    sub = train.subset_users(np.flatnonzero(is_val))
+    rank = np.arange(len(sub)) - sub.user_slices()[sub.user]
+    for shot in MIX_SHOTS:
+        b = int(mix_bucket(np.array([shot]))[0])
+        case = tuning_case(tuning, sub.filter(rank < shot), sub.filter(rank >= shot), b,
+                           base_scores)  # fmt: skip
+        cases[b] += [case] if case is not None else []
+    # Stale bucket: other users' events after the cut, from their history before it.
+    old = train.filter(other & before)
+    stale = np.flatnonzero(stale_users(old, cut, cfg.stale_days))
+    stale = stale[np.linspace(0, len(stale) - 1, min(len(stale), STALE_USERS)).astype(int)]
+    if len(stale):
+        case = tuning_case(tuning, old.subset_users(stale),
+                           train.filter(other & ~before).subset_users(stale), STALE,
+                           base_scores)  # fmt: skip
+        cases[STALE] += [case] if case is not None else []
+    mix, summary["tuning"] = tune_mix(cases, len(tuning))
+    parts = [make_part(k, fit_matrix(k, train, cfg), mix[:, j], cfg)
+             for j, k in enumerate(cfg.kinds) if mix[:, j].any()]  # fmt: skip
+    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(cfg.kinds)}
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return parts, summary

@@ -100,7 +100,7 @@ class Lake:
         base = self.base.rstrip("/") + "/"
         if not path.startswith(base):
             raise ValueError(f"{path!r} is not under the lake root {self.base!r}")
-        return path[len(base):]
+        return path[len(base) :]
 
     def exists(self, table: str, **partition: Any) -> bool:
         return self.fs.exists(self.partition_file(table, **partition))

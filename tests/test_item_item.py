@@ -96,9 +96,11 @@ def test_fit_parts_on_ml100k_beats_popularity_on_the_tuning_users(ml100k):
     assert gains[2] > 0.03 and gains[3] > 0.03
     kinds = {p.kind: p for p in parts}
     assert "sequence" in kinds and kinds["sequence"].mix[2] > 0
+    assert set(summary["kinds"]) == {"ease", "sequence", "recent:7", "recent:30", "recent:90",
+                                     "recent:365"}  # fmt: skip
     for p in parts:
         assert p.mix.shape == (N_MIX,)
-        assert p.weights.shape == ((1,) if p.kind == "recent" else (train.n_items,)) + (
+        assert p.weights.shape == ((1,) if p.kind.startswith("recent") else (train.n_items,)) + (
             train.n_items,
         )
     # The parts as factors: rows @ weights reproduces the tuned evidence.

@@ -85,7 +85,7 @@ def test_factor_shapes(fitted):
     v = model.item_factors()
     n_items = 2 * N_ITEMS_PER_GROUP + 1
     # [u, 1, prior weights, per item-item part: its rows (n_items, or 1 for "recent")]
-    ii = sum(1 if p.kind == "recent" else n_items for p in model.item_item)
+    ii = sum(1 if p.kind.startswith("recent") else n_items for p in model.item_item)
     width = 16 + 1 + len(model.config.prior_windows_days) + ii
     assert v.shape == (n_items, width) and v.dtype == np.float32
     hist = history([], ["nobody"], model.item_ids)
@@ -226,9 +226,11 @@ def test_item_item_parts_are_mixed_per_support_size(fitted):
     for part in saved:
         if part.kind == "ease":
             expected += part.mix[b3] * (x @ part.weights)
-        elif part.kind == "recent":
+        elif part.kind.startswith("recent"):
             expected += part.mix[b3] * part.weights[0]
-    if all(p.kind in ("ease", "recent") for p in saved):  # sequence rows: test_item_item.py
+    if all(
+        p.kind == "ease" or p.kind.startswith("recent") for p in saved
+    ):  # sequence rows: test_item_item.py
         np.testing.assert_allclose(full, expected, rtol=1e-4, atol=1e-4)
     # Whatever the parts, a group-a user's list starts with group-a items.
     top = model.item_ids[np.argsort(-np.where(x > 0, -np.inf, full))[:5]]

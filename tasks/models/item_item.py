@@ -11,10 +11,14 @@ Two kinds, both (n_items, n_items) matrices M applied to a user row r_u as r_u @
             catalogue: the mixing weight then means the same for every user. On MovieLens
             this is the strongest single signal for users with 3-10 events: what people
             rate next is what the site showed them next (docs/results.md).
-  recent    rank one: the log relative popularity of each item in the last `recent_days`
-            before the end of training (r_u = 1). Items with no event at all get the
-            "newcomer prior": how popular items were in their first `recent_days`, on
-            average, so an item that just arrived is not scored as a flop. The network
+  recent    rank one, one part per window D in `recent_days` (kind "recent:D"): the log
+            relative popularity of each item in the last D days before the end of
+            training (r_u = 1); the mixing picks the windows that fit the data (a week on
+            ML-100K, a year on the sparser ml-latest-small). Items with no event at all get the
+            "newcomer prior": how popular items were in their first D days,
+            predicted from the item's side features (ridge regression over the items that
+            arrived during training; their mean without features), so an item that just
+            arrived is not scored as a flop, and a new item like past hits ranks high. The network
             has the same signal with its own weights; tuned here, warm users (long,
             stale histories) can lean on it as much as the validation users say.
 
@@ -50,6 +54,7 @@ STALE = len(MIX_EDGES) + 1  # index of the stale bucket; N_MIX buckets in all
 N_MIX = STALE + 1
 STALE_CUT = 0.9  # quantile of the training times where the stale tuning cases are cut
 STALE_USERS = 600  # at most this many training users in the stale tuning cases
+MIN_RIDGE_ROWS = 20  # arrived items needed to predict the newcomer prior from features
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class ItemItemConfig:
     backward: float = 0.5  # sequence: weight of "b came before a" pairs
     beta: float = 0.5  # sequence: C[a, :] scaled by count(a)^-beta
     half_life: float = 5.0  # sequence: user row weights halve every this many events back
-    recent_days: float = 30.0  # recent: the popularity window
+    recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent: one part per window
     stale_days: float = 1.0  # a user whose latest event is older than this is "stale"
 
 
@@ -71,7 +76,7 @@ class ItemItemPart:
     """One fitted part: its matrix (float16-exact float32) and mixing weight per bucket."""
 
     kind: str
-    weights: np.ndarray  # (n_items, n_items); (1, n_items) for "recent"
+    weights: np.ndarray  # (n_items, n_items); (1, n_items) for "recent:D"
     mix: np.ndarray  # (N_MIX,) float32: per support-size bucket, then the stale bucket
     half_life: float = 0.0  # 0: binary history rows (ease); else recency-weighted rows
     col_mean: np.ndarray | None = None  # (n_items,) mean of each row of weights (sequence)
@@ -79,7 +84,7 @@ class ItemItemPart:
     def rows(self, x: sp.csr_matrix, recency: sp.csr_matrix, bucket: np.ndarray):
         """The user columns (sparse): mix(bucket) * r_u. x = binary history, recency =
         1 + events back (history_rows), both (n_users, n_items); bucket = mix_bucket()."""
-        if self.kind == "recent":
+        if self.kind.startswith("recent"):
             return sp.csr_matrix(self.mix[bucket][:, None].astype(np.float32))
         if self.half_life <= 0:
             r = x
@@ -149,44 +154,70 @@ def sequence_weights(train: Interactions, cfg: ItemItemConfig, chunk: int = 10) 
     return np.asarray((sp.diags(scale) @ c).todense(), np.float32)
 
 
-def recent_popularity(train: Interactions, days: float) -> np.ndarray:
+def recent_popularity(
+    train: Interactions, days: float, item_features: sp.csr_matrix | None = None
+) -> np.ndarray:
     """(n_items,) log((count + 1) / (mean count + 1)) over the last `days` of `train`;
-    items with no event ever get the mean of that quantity over the items' own first
-    `days` (items that arrived after the first `days` of the data)."""
+    items with no event ever get the newcomer prior: that quantity over an item's own first
+    `days`, for the items that arrived after the first `days` of the data, predicted from
+    `item_features` (n_items, f) by ridge regression, or their mean without features."""
     n = train.n_items
     if len(train) == 0:
         return np.zeros(n, np.float32)
     window = int(days * 86_400)
     end = int(train.ts.max()) + 1
     recent = train.ts >= end - window
-
-    def log_rel(counts: np.ndarray, total: float) -> np.ndarray:
-        return np.log((counts + 1.0) / (total / n + 1.0))
-
     counts = np.bincount(train.item[recent], minlength=n).astype(np.float64)
-    out = log_rel(counts, counts.sum())
+    out = np.log((counts + 1.0) / (counts.sum() / n + 1.0))
+    never = np.bincount(train.item, minlength=n) == 0
     first = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first, train.item, train.ts)
-    arrived = (first > int(train.ts.min()) + window) & (first < end - window)
-    if arrived.any():
+    arrived = np.flatnonzero((first > int(train.ts.min()) + window) & (first < end - window))
+    if len(arrived) and never.any():
         # Events of each arrived item in its first `days`, relative to the traffic then.
-        early = arrived[train.item] & (train.ts < first[train.item] + window)
+        early = np.isin(train.item, arrived) & (train.ts < first[train.item] + window)
         c = np.bincount(train.item[early], minlength=n)[arrived].astype(np.float64)
         ts = np.sort(train.ts)
         traffic = np.searchsorted(ts, first[arrived] + window) - np.searchsorted(ts, first[arrived])
-        newcomer = float(np.mean(np.log((c + 1.0) / (traffic / n + 1.0))))
-        out[first == np.iinfo(np.int64).max] = newcomer
+        y = np.log((c + 1.0) / (traffic / n + 1.0))
+        out[never] = y.mean() + _ridge(item_features, arrived, y - y.mean(), never)
     return out.astype(np.float32)
 
 
-def fit_matrix(kind: str, train: Interactions, cfg: ItemItemConfig) -> np.ndarray:
+def _ridge(x: sp.csr_matrix | None, rows: np.ndarray, y: np.ndarray, predict: np.ndarray,
+           l2: float = 10.0) -> np.ndarray | float:  # fmt: skip
+    """Centred ridge regression of y on x[rows], evaluated at x[predict] (0 without x or
+    with fewer than MIN_RIDGE_ROWS rows)."""
+    if x is None or x.shape[1] == 0 or len(rows) < MIN_RIDGE_ROWS:
+        return 0.0
+    a = np.asarray(x[rows].todense(), np.float64)
+    mean = a.mean(0)
+    a -= mean
+    w = np.linalg.solve(a.T @ a + l2 * np.eye(a.shape[1]), a.T @ y)
+    return (np.asarray(x[predict].todense(), np.float64) - mean) @ w
+
+
+def item_feature_matrix(tokens: np.ndarray, numeric: np.ndarray, n_tokens: int) -> sp.csr_matrix:
+    """(n_items, n_tokens + n_numeric) bag of tokens (padding 0 dropped) + numeric columns,
+    from FeatureEncoder.encode's arrays."""
+    rows = np.repeat(np.arange(len(tokens)), tokens.shape[1])
+    flat = tokens.ravel()
+    keep = flat > 0
+    shape = (len(tokens), max(n_tokens, 1))
+    bag = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], flat[keep])), shape)
+    bag.data[:] = 1.0  # a token twice in a bag still counts once
+    return sp.hstack([bag, sp.csr_matrix(numeric.astype(np.float32))], format="csr")
+
+
+def fit_matrix(kind: str, train: Interactions, cfg: ItemItemConfig,
+               item_features: sp.csr_matrix | None = None) -> np.ndarray:  # fmt: skip
     """The part's matrix on `train`, rounded to float16 precision (how it is saved)."""
     if kind == "ease":
         m = ease_weights(train.csr(binary=True), cfg.ease_l2)
     elif kind == "sequence":
         m = sequence_weights(train, cfg)
-    elif kind == "recent":
-        m = recent_popularity(train, cfg.recent_days)[None, :]
+    elif kind.startswith("recent:"):
+        m = recent_popularity(train, float(kind.split(":")[1]), item_features)[None, :]
     else:
         raise ValueError(f"unknown item-item part {kind!r} (expected one of {KINDS})")
     return m.astype(np.float16).astype(np.float32)
@@ -265,22 +296,44 @@ def tune_mix(cases: dict[int, list], n_parts: int) -> tuple[np.ndarray, list[dic
     return mix, table
 
 
-def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, base_scores):
+def _only(cases: dict[int, list], j: int) -> dict[int, list]:
+    """The tuning cases with part j's evidence alone."""
+    return {b: [(base, [ev[j]], rel) for base, ev, rel in c] for b, c in cases.items()}
+
+
+def _total(table: list[dict]) -> float:
+    """Pair-weighted mean NDCG@10 at the best weights of a tune_mix table."""
+    pairs = sum(r["pairs"] for r in table)
+    return sum(r["ndcg_best"] * r["pairs"] for r in table) / max(pairs, 1)
+
+
+def part_kinds(cfg: ItemItemConfig) -> list[str]:
+    """The parts to fit: cfg.kinds with "recent" expanded to one "recent:D" per window."""
+    out = []
+    for kind in cfg.kinds:
+        out += [f"recent:{d:g}" for d in cfg.recent_days] if kind == "recent" else [kind]
+    return out
+
+
+def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, base_scores,
+              item_features: sp.csr_matrix | None = None):  # fmt: skip
     """Fit the parts and their mixing weights; returns (parts with a non-zero weight
     somewhere, summary). `base_scores(history)` gives the model's own (n_users, n_items)
-    scores for a history over train's catalogue."""
+    scores for a history over train's catalogue; `item_features` (item_feature_matrix)
+    feed the newcomer prior of the recent part."""
     start = time.perf_counter()
     is_val = np.zeros(train.n_users, bool)
     is_val[np.asarray(val_users, np.int64)] = True
-    summary: dict = {"kinds": list(cfg.kinds)}
-    if not cfg.kinds or not is_val.any() or is_val.all():
+    kinds = part_kinds(cfg)
+    summary: dict = {"kinds": kinds}
+    if not kinds or not is_val.any() or is_val.all():
         return [], {**summary, "skipped": "no validation users to tune the mixing on"}
     other = ~is_val[train.user]
     cut = int(np.quantile(train.ts[other], STALE_CUT, method="higher"))
     before = train.ts < cut
     rest = train.filter(other & before)  # neither tuning set's targets are in it
-    tuning = [make_part(k, fit_matrix(k, rest, cfg), np.zeros(N_MIX, np.float32), cfg)
-              for k in cfg.kinds]  # fmt: skip
+    tuning = [make_part(k, fit_matrix(k, rest, cfg, item_features), np.zeros(N_MIX, np.float32),
+                        cfg) for k in kinds]  # fmt: skip
     cases: dict[int, list] = {b: [] for b in range(N_MIX)}
     # Size buckets: validation users given their first `shot` events.
     sub = train.subset_users(np.flatnonzero(is_val))
@@ -299,9 +352,20 @@ def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, b
                            train.filter(other & ~before).subset_users(stale), STALE,
                            base_scores)  # fmt: skip
         cases[STALE] += [case] if case is not None else []
+    # One popularity window: the one that helps most on its own (a hyperparameter chosen on
+    # the tuning users, like the recent-popularity baseline's); more parts overfit them.
+    recent = [j for j, k in enumerate(kinds) if k.startswith("recent:")]
+    if len(recent) > 1:
+        gain = {j: _total(tune_mix(_only(cases, j), 1)[1]) for j in recent}
+        drop = [j for j in recent if j != max(gain, key=gain.get)]
+        summary["recent_windows"] = {kinds[j]: round(g, 4) for j, g in gain.items()}
+        kinds = [k for j, k in enumerate(kinds) if j not in drop]
+        tuning = [p for j, p in enumerate(tuning) if j not in drop]
+        cases = {b: [(base, [e for j, e in enumerate(ev) if j not in drop], rel)
+                     for base, ev, rel in c] for b, c in cases.items()}  # fmt: skip
     mix, summary["tuning"] = tune_mix(cases, len(tuning))
-    parts = [make_part(k, fit_matrix(k, train, cfg), mix[:, j], cfg)
-             for j, k in enumerate(cfg.kinds) if mix[:, j].any()]  # fmt: skip
-    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(cfg.kinds)}
+    parts = [make_part(k, fit_matrix(k, train, cfg, item_features), mix[:, j], cfg)
+             for j, k in enumerate(kinds) if mix[:, j].any()]  # fmt: skip
+    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(kinds)}
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return parts, summary

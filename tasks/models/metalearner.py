@@ -52,6 +52,7 @@ from tasks.models.item_item import (
     ItemItemPart,
     fit_parts,
     history_rows,
+    item_feature_matrix,
     make_part,
     mix_bucket,
     stale_users,
@@ -99,7 +100,7 @@ class MetaConfig:
     seq_backward: float = 0.5  # sequence: weight of pairs in reverse order
     seq_beta: float = 0.5  # sequence: row a scaled by count(a)^-beta
     seq_half_life: float = 5.0  # sequence: user row weights halve every this many events
-    recent_days: float = 30.0  # recent: popularity window of the tuned recency part
+    recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent parts' windows
     stale_days: float = 1.0  # users whose latest event is older have their own mixing
     item_item_max_items: int = 10_000
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. the data it ran on)
@@ -108,7 +109,13 @@ class MetaConfig:
     def from_dict(cls, doc: dict) -> MetaConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in doc.items() if k in known}
-        for name in ("support_sizes", "prior_windows_days", "prior_init", "item_item_kinds"):
+        for name in (
+            "support_sizes",
+            "prior_windows_days",
+            "prior_init",
+            "item_item_kinds",
+            "recent_days",
+        ):
             if name in kw:
                 kw[name] = tuple(kw[name])
         return cls(**kw)
@@ -447,9 +454,11 @@ class MetaLearner(Recommender):
         if not 0 < n_items <= cap or len(train) == 0 or not self.config.item_item_kinds:
             return {"skipped": f"{n_items} items (max {cap})"}
         item_f = self.item_factors()
+        enc = self.item_encoder.encode(side.items, self._item_ids)
         self.item_item, summary = fit_parts(
             train, val_users, self.config.item_item(),
             lambda hist: self.user_factors(hist, side) @ item_f.T,
+            item_feature_matrix(enc.tokens, enc.numeric, self.item_encoder.n_tokens),
         )  # fmt: skip
         return summary
 

@@ -35,7 +35,7 @@ from tasks.models.baselines import (
     MostPopularConfig,
     RecentPopularConfig,
 )
-from tasks.score import top_k
+from tasks.score import ranked_lists, top_k
 from tasks.storage import Lake, parse_date
 
 POOLED = "all"
@@ -237,7 +237,8 @@ def evaluate_models(
         ranked = {}
         for seg_name, seg in split.segments.items():
             user_f = model.user_factors(seg.history, side)
-            items, scores = top_k(user_f, item_f, k, exclude=seg.history.csr(binary=True))
+            exclude = seg.history.csr(binary=True)
+            items, scores = ranked_lists(model, user_f, item_f, k, exclude=exclude)
             ranked[seg_name] = _score_lists(items, scores, seg.targets, k_recall, k_ndcg)
         pooled = [_fields(ranked[s]) for s in split.pooled if s in ranked]
         if pooled:
@@ -293,14 +294,16 @@ def evaluate_new_items(
             t = seg.targets.csr(binary=True)[:, fresh]
             hits = np.take_along_axis(t.toarray() > 0, local.astype(np.int64), axis=1)
             row[f"recall@{k}_new"] = _mean(recall_at_k(hits, np.diff(t.indptr), k))
-            items, scores = top_k(user_f, item_f, k, exclude=seg.history.csr(binary=True))
+            exclude = seg.history.csr(binary=True)
+            items, scores = ranked_lists(model, user_f, item_f, k, exclude=exclude)
             full = _score_lists(items, scores, seg.targets, k, k)
             row[f"recall@{k}_full"] = _mean(full.recall)
         lists = []
         for s in split.segments.values():
             if s.name != "new_items" and s.history.n_users:
                 uf = model.user_factors(s.history, side)
-                lists.append(top_k(uf, item_f, k, exclude=s.history.csr(binary=True))[0])
+                exclude = s.history.csr(binary=True)
+                lists.append(ranked_lists(model, uf, item_f, k, exclude=exclude)[0])
         top = np.concatenate(lists) if lists else np.zeros((0, k), np.int32)
         shown = np.unique(top[is_fresh[top]])
         row["new_item_coverage"] = len(shown) / max(len(fresh), 1)

@@ -247,6 +247,31 @@ def _seen_by_tile(seen, plan: _TilePlan) -> tuple[np.ndarray | None, np.ndarray]
     return flat, np.searchsorted(which[order], np.arange(plan.n_tiles + 1))
 
 
+def ranked_lists(
+    model: Recommender,
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    block_users: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model's top-k lists (`top_k`), with its exploration slot: a user whose list holds
+    none of `model.exploration_items()` gets the best of them at rank k (its own score, so
+    the list stays sorted). Rank k leaves NDCG@10 of a top-20 list untouched; without the
+    slot a model never shows an item it has no interactions for (docs/model.md)."""
+    items, scores = top_k(user_f, item_f, k, exclude=exclude, block_users=block_users)
+    explore = np.asarray(model.exploration_items(), np.int64)
+    if len(explore) == 0 or items.shape[1] == 0:
+        return items, scores
+    sub = None if exclude is None else sp.csr_matrix(exclude)[:, explore]
+    best, best_score = top_k(user_f, item_f[explore], 1, exclude=sub, block_users=block_users)
+    put = ~np.isin(items, explore).any(1) & np.isfinite(best_score[:, 0])
+    put &= np.isfinite(scores[:, -1])  # a user with fewer than k candidates keeps them all
+    items[put, -1] = explore[best[put, 0]]
+    scores[put, -1] = best_score[put, 0]
+    return items, scores
+
+
 def recommend(
     model: Recommender,
     histories: Interactions,
@@ -278,7 +303,8 @@ def recommend(
     if segments is not None and len(segments) != histories.n_users:
         raise ValueError(f"{len(segments)} segments for {histories.n_users} users")
     user_f = model.user_factors(histories, side)
-    items, scores = top_k(
+    items, scores = ranked_lists(
+        model,
         user_f,
         model.item_factors(),
         k,

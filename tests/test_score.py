@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from tasks.models.base import Interactions, Recommender, SideFeatures
-from tasks.score import TILE_ITEMS, assign_segments, recommend, top_k
+from tasks.score import TILE_ITEMS, assign_segments, ranked_lists, recommend, top_k
 
 K = 10
 
@@ -158,6 +158,35 @@ def test_recommend_with_segments(ml100k: Interactions) -> None:
     assert recs.columns[-1] == "user_segment"
     got = dict(recs.select("user_id", "user_segment").unique().iter_rows())
     assert got == dict(zip(ml100k.user_ids, segments, strict=True))
+
+
+class Exploring(RandomFactors):
+    """RandomFactors whose items 0..9 are "new": offered the exploration slot."""
+
+    def exploration_items(self) -> np.ndarray:
+        return np.arange(10)
+
+
+def test_ranked_lists_give_new_items_the_last_slot(ml100k: Interactions) -> None:
+    model = Exploring(ml100k.item_ids)
+    user_f, item_f = model.user_factors(ml100k, SideFeatures()), model.item_factors()
+    seen = ml100k.csr(binary=True)
+    plain, _ = top_k(user_f, item_f, K, exclude=seen)
+    items, scores = ranked_lists(model, user_f, item_f, K, exclude=seen)
+    new = np.arange(10)
+    had = np.isin(plain, new).any(1)
+    # Lists that held a new item are untouched; every other list gets the best unseen new
+    # item at rank K, and ranks 1..K-1 never change (NDCG@10 of a top-20 list neither).
+    np.testing.assert_array_equal(items[had], plain[had])
+    np.testing.assert_array_equal(items[:, :-1], plain[:, :-1])
+    assert np.isin(items, new).any(1).all()
+    s = user_f @ item_f[new].T
+    s[seen[:, new].toarray() > 0] = -np.inf
+    np.testing.assert_array_equal(items[~had, -1], new[s.argmax(1)][~had])
+    assert (np.diff(scores, axis=1) <= 0).all()  # still sorted
+    rec = recommend(model, ml100k, SideFeatures(), K)
+    per_user = rec.group_by("user_id").agg(pl.col("item_id").is_in(ml100k.item_ids[new]).any())
+    assert per_user["item_id"].all()  # every published list shows a new item
 
 
 def test_recommend_rejects_a_foreign_catalogue(ml100k: Interactions) -> None:

@@ -176,6 +176,11 @@ class Recommender(ABC):
     def item_ids(self) -> np.ndarray:
         """The catalogue, aligned with item_factors()."""
 
+    def exploration_items(self) -> np.ndarray:
+        """Catalogue indices of items offered the last slot of every list (items the model
+        can only place by their features); empty = none (tasks.score.ranked_lists)."""
+        return np.zeros(0, np.int64)
+
     @abstractmethod
     def save(self, folder: Path) -> None:
         """Write the model as JSON config + arrays/state dict (no pickle)."""

@@ -103,6 +103,9 @@ class MetaConfig:
     recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent parts' windows
     stale_days: float = 1.0  # users whose latest event is older have their own mixing
     item_item_max_items: int = 10_000
+    # The last slot of each list goes to the best item without interactions at fit (new
+    # items) when the list has none: exploration, so new items get their first events.
+    new_item_slot: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. the data it ran on)
 
     @classmethod
@@ -466,6 +469,13 @@ class MetaLearner(Recommender):
     @property
     def item_ids(self) -> np.ndarray:
         return self._item_ids
+
+    def exploration_items(self) -> np.ndarray:
+        """Items without interactions at fit (placed by features alone), when the config's
+        new_item_slot is on."""
+        if not self.config.new_item_slot or self.model is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.model.has_id.cpu().numpy() == 0)
 
     @torch.no_grad()
     def item_factors(self) -> np.ndarray:

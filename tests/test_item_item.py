@@ -18,6 +18,8 @@ from tasks.models.item_item import (
     make_part,
     mix_bucket,
     ndcg_rows,
+    part_from_tensors,
+    part_to_tensors,
     recent_popularity,
     sequence_weights,
     stale_users,
@@ -103,6 +105,14 @@ def test_fit_parts_on_ml100k_beats_popularity_on_the_tuning_users(ml100k):
         assert p.weights.shape == ((1,) if p.kind.startswith("recent") else (train.n_items,)) + (
             train.n_items,
         )
+    # Saved as float16 tensors (the pruned sequence matrix as coordinates): exact round trip.
+    seq = kinds["sequence"]
+    assert (np.count_nonzero(seq.weights, axis=1) <= cfg.top_k).all()
+    doc = part_to_tensors(seq)
+    assert "values" in doc and "weights" not in doc  # sparse on disk
+    back = part_from_tensors("sequence", doc, cfg)
+    np.testing.assert_array_equal(back.weights, seq.weights)
+    np.testing.assert_array_equal(back.col_mean, seq.col_mean)
     # The parts as factors: rows @ weights reproduces the tuned evidence.
     part = make_part("sequence", kinds["sequence"].weights, kinds["sequence"].mix, cfg)
     x, rec = history_rows(train, train.item.astype(np.int64), train.n_items)

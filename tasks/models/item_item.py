@@ -67,6 +67,7 @@ class ItemItemConfig:
     backward: float = 0.5  # sequence: weight of "b came before a" pairs
     beta: float = 0.5  # sequence: C[a, :] scaled by count(a)^-beta
     half_life: float = 5.0  # sequence: user row weights halve every this many events back
+    top_k: int = 256  # sequence: each row keeps its top_k entries (0 = all); sparse on disk
     recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent: one part per window
     stale_days: float = 1.0  # a user whose latest event is older than this is "stale"
 
@@ -151,7 +152,11 @@ def sequence_weights(train: Interactions, cfg: ItemItemConfig, chunk: int = 10) 
         c = c + sp.csr_matrix((ones * cfg.backward, (b, a)), shape=(n, n))
     count = np.bincount(it, minlength=n).astype(np.float64)
     scale = 1.0 / np.maximum(count, 1.0) ** cfg.beta
-    return np.asarray((sp.diags(scale) @ c).todense(), np.float32)
+    dense = np.asarray((sp.diags(scale) @ c).todense(), np.float32)
+    if 0 < cfg.top_k < n:  # the long tail of one-off pairs is noise, and costs disk
+        weak = np.argpartition(-dense, cfg.top_k, axis=1)[:, cfg.top_k :]
+        np.put_along_axis(dense, weak, 0.0, axis=1)
+    return dense
 
 
 def recent_popularity(
@@ -221,6 +226,33 @@ def fit_matrix(kind: str, train: Interactions, cfg: ItemItemConfig,
     else:
         raise ValueError(f"unknown item-item part {kind!r} (expected one of {KINDS})")
     return m.astype(np.float16).astype(np.float32)
+
+
+def part_to_tensors(part: ItemItemPart) -> dict:
+    """A part as float16 tensors for torch.save: dense, or (rows, cols, values) when at
+    most a third of its entries are non-zero (the pruned sequence matrix)."""
+    import torch  # the checkpoint format is torch's; this module is otherwise numpy
+
+    doc = {"mix": torch.from_numpy(part.mix), "shape": torch.tensor(part.weights.shape)}
+    rows, cols = np.nonzero(part.weights)
+    if 3 * len(rows) <= part.weights.size:
+        vals = part.weights[rows, cols].astype(np.float16)
+        doc["rows"] = torch.from_numpy(rows.astype(np.int32))
+        doc["cols"] = torch.from_numpy(cols.astype(np.int32))
+        doc["values"] = torch.from_numpy(vals)
+    else:
+        doc["weights"] = torch.from_numpy(part.weights.astype(np.float16))
+    return doc
+
+
+def part_from_tensors(kind: str, doc: dict, cfg: ItemItemConfig) -> ItemItemPart:
+    """Inverse of part_to_tensors (the float16 rounding was applied at fit: exact)."""
+    if "weights" in doc:
+        weights = doc["weights"].float().numpy()
+    else:
+        weights = np.zeros(tuple(doc["shape"].tolist()), np.float32)
+        weights[doc["rows"].numpy(), doc["cols"].numpy()] = doc["values"].float().numpy()
+    return make_part(kind, weights, doc["mix"].float().numpy(), cfg)
 
 
 def make_part(kind: str, weights: np.ndarray, mix: np.ndarray, cfg: ItemItemConfig):

@@ -53,8 +53,9 @@ from tasks.models.item_item import (
     fit_parts,
     history_rows,
     item_feature_matrix,
-    make_part,
     mix_bucket,
+    part_from_tensors,
+    part_to_tensors,
     stale_users,
 )
 
@@ -100,6 +101,7 @@ class MetaConfig:
     seq_backward: float = 0.5  # sequence: weight of pairs in reverse order
     seq_beta: float = 0.5  # sequence: row a scaled by count(a)^-beta
     seq_half_life: float = 5.0  # sequence: user row weights halve every this many events
+    seq_top_k: int = 256  # sequence: entries kept per row (sparse on disk)
     recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent parts' windows
     stale_days: float = 1.0  # users whose latest event is older have their own mixing
     item_item_max_items: int = 10_000
@@ -125,9 +127,11 @@ class MetaConfig:
 
     def item_item(self) -> ItemItemConfig:
         """The item-item parts' settings."""
-        return ItemItemConfig(self.item_item_kinds, self.item_item_l2, self.seq_window,
-                              self.seq_backward, self.seq_beta, self.seq_half_life,
-                              self.recent_days, self.stale_days)  # fmt: skip
+        return ItemItemConfig(
+            kinds=self.item_item_kinds, ease_l2=self.item_item_l2, window=self.seq_window,
+            backward=self.seq_backward, beta=self.seq_beta, half_life=self.seq_half_life,
+            top_k=self.seq_top_k, recent_days=self.recent_days, stale_days=self.stale_days,
+        )  # fmt: skip
 
 
 def bucket(n: torch.Tensor) -> torch.Tensor:
@@ -579,9 +583,7 @@ class MetaLearner(Recommender):
             # float16 halves the n_items^2 file; the matrices were rounded to it at fit, so
             # loading gives back the very same factors.
             ii = io.BytesIO()
-            half = {p.kind: {"weights": torch.from_numpy(p.weights.astype(np.float16)),
-                             "mix": torch.from_numpy(p.mix)} for p in self.item_item}  # fmt: skip
-            torch.save(half, ii)
+            torch.save({p.kind: part_to_tensors(p) for p in self.item_item}, ii)
             files["item_item.pt"] = ii.getvalue()
         return files
 
@@ -619,7 +621,5 @@ class MetaLearner(Recommender):
             ii = torch.load(io.BytesIO(read("item_item.pt")), map_location="cpu",
                             weights_only=True)  # fmt: skip
             cfg = self.config.item_item()
-            self.item_item = [make_part(kind, ii[kind]["weights"].float().numpy(),
-                                        ii[kind]["mix"].float().numpy(), cfg)
-                              for kind in config["item_item"]]  # fmt: skip
+            self.item_item = [part_from_tensors(k, ii[k], cfg) for k in config["item_item"]]
         return self

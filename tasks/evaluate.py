@@ -39,6 +39,9 @@ from tasks.score import ranked_lists, top_k
 from tasks.storage import Lake, parse_date
 
 POOLED = "all"
+# The segments of the yardstick (benchmarks/quality) and of the nightly evaluate stage:
+# new users given their first n events (n = 0: side features alone), warm users, new items.
+EVAL_SHOTS = (0, 1, 3, 5, 10)
 
 
 # ---- the split -----------------------------------------------------------------------------
@@ -542,7 +545,7 @@ def evaluate_stage(lake: Lake, run_date: dt.date | str, settings: Settings) -> E
 
     day = parse_date(run_date)
     history = load_history(lake, day)
-    split = temporal_split(history.interactions)
+    split = temporal_split(history.interactions, n_values=EVAL_SHOTS, new_items=True)
     models = fit_baselines(split.train, history.side, split.cutoff)
     checkpoint = lake.url("models", run_date=day)
     if lake.fs.exists(f"{lake.path('models', run_date=day)}/model.pt"):

@@ -30,6 +30,7 @@ import polars as pl
 
 from benchmarks.quality.data import load_dataset
 from tasks.evaluate import (
+    EVAL_SHOTS,
     BaselineConfigs,
     evaluate_models,
     evaluate_new_items,
@@ -40,7 +41,7 @@ from tasks.evaluate import (
 from tasks.models.metalearner import MetaConfig
 from tasks.train import train_metalearner
 
-SHOTS = (0, 1, 3, 5, 10)
+SHOTS = EVAL_SHOTS
 SEGMENTS = ("new_n0", "new_n1", "new_n3", "new_n5", "new_n10", "warm", "all")
 BASELINE_NAMES = (
     "most_popular", "recent_popular", "ease", "item_knn", "als", "feature_group_popular",

@@ -7,8 +7,10 @@ Per dataset and seed:
      seen after the cutoff. Last.fm has no time: a seeded random order stands in for it.
   2. tuning: every baseline grid-searched (`TuningGrid`) on a validation split carved from
      the training part alone (`temporal_split(split.train)`), NDCG@10 on its pooled holdout;
-     the meta-learner gets the same validation split for early stopping and (with --tune)
-     a small grid of its own.
+     the meta-learner gets the same split and metric for its own grid (META_GRID: the
+     popularity window of its recent part, or its internal choice), trained as for the
+     report, once per dataset (on seed 0's split for Last.fm, whose baselines are tuned per
+     seed). Both are cached in --tuned.
   3. fit on split.train, score the full catalogue, report Recall@20, NDCG@10, coverage,
      novelty per segment, and the new-item table (`evaluate_new_items`).
 Tables: mean ± standard deviation over seeds (sample std; 0 when one seed).
@@ -42,6 +44,10 @@ from tasks.models.metalearner import MetaConfig
 from tasks.train import train_metalearner
 
 SHOTS = EVAL_SHOTS
+# The meta-learner's grid on the baselines' validation split: its recent part's window
+# (one of them, or all four with the choice left to its own validation users: {}).
+META_GRID = ({}, {"recent_days": [7]}, {"recent_days": [30]}, {"recent_days": [90]},
+             {"recent_days": [365]})  # fmt: skip
 SEGMENTS = ("new_n0", "new_n1", "new_n3", "new_n5", "new_n10", "warm", "all")
 BASELINE_NAMES = (
     "most_popular", "recent_popular", "ease", "item_knn", "als", "feature_group_popular",
@@ -61,6 +67,10 @@ def run_dataset(
         val = temporal_split(split.train)
         best, table = tune_baselines(val, side=ds.side)
         tuned[key] = {"configs": dataclasses.asdict(best), "grid": table.to_dicts()}
+    meta_tuned = tuned.setdefault("metalearner", {})  # per dataset (seed 0's split)
+    if name not in meta_tuned:
+        meta_tuned[name] = tune_meta(temporal_split(split.train), ds, budget, max_steps, meta)
+    meta = MetaConfig.from_dict({**dataclasses.asdict(meta), **meta_tuned[name]["best"]})
     configs = _configs(tuned[key]["configs"])
     configs = dataclasses.replace(configs, als=dataclasses.replace(configs.als, seed=seed))
     models = fit_baselines(split.train, ds.side, split.cutoff, configs, BASELINE_NAMES)
@@ -75,11 +85,28 @@ def run_dataset(
     info = {
         "dataset": name, "seed": seed, "baseline_seconds": round(t1 - t0, 1),
         "meta_seconds": round(t2 - t1, 1), "meta_steps": result.steps,
+        "meta_overrides": meta_tuned[name]["best"],
         "meta_best_step": result.best_step, "new_items": len(split.new_items),
         "configs": dataclasses.asdict(configs),
     }  # fmt: skip
     tag = [pl.lit(name).alias("dataset"), pl.lit(seed).alias("seed")]
     return metrics.with_columns(tag), fresh.with_columns(tag), info
+
+
+def tune_meta(val, ds, budget: float, max_steps: int, meta: MetaConfig) -> dict:
+    """The META_GRID point with the best pooled NDCG@10 on the validation split `val`
+    (seed 0, the same budget and step cap as the report); every point's score kept."""
+    points = []
+    for overrides in META_GRID:
+        config = MetaConfig.from_dict({**dataclasses.asdict(meta), **overrides})
+        result = train_metalearner(val.train, ds.side, config, budget_seconds=budget,
+                                   max_steps=max_steps, seed=0)  # fmt: skip
+        m = evaluate_models({"metalearner": result.model}, val, ds.side)
+        ndcg = m.filter(pl.col("segment") == "all")["ndcg@10"][0]
+        points.append({"overrides": overrides, "ndcg@10": round(float(ndcg), 4)})
+        print(json.dumps({"dataset": ds.name, "meta_grid": points[-1]}), file=sys.stderr)
+    best = max(points, key=lambda p: p["ndcg@10"])  # ties: the earlier (simpler) point
+    return {"best": best["overrides"], "grid": points}
 
 
 def _configs(doc: dict) -> BaselineConfigs:

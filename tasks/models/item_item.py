@@ -1,26 +1,27 @@
 """The meta-learner's item-item parts: item-to-item evidence that a few events carry directly,
 mixed into the set encoder's scores with one weight per support-size bucket.
 
-Two kinds, both (n_items, n_items) matrices M applied to a user row r_u as r_u @ M:
+Three kinds; each is a matrix M applied to a user row r_u as r_u @ M:
 
-  ease      EASE weights B on the binary training matrix; r_u = the binary history.
-  sequence  time-local co-occurrence: C[a, b] counts how often b came within `window`
-            events after a (backward pairs weighted `backward`) in someone's history,
-            scaled by count(a)^-beta. r_u weights the user's events by recency (half-life
-            in events, most recent = 1) and is scaled so that r_u @ M has mean 1 over the
-            catalogue: the mixing weight then means the same for every user. On MovieLens
-            this is the strongest single signal for users with 3-10 events: what people
-            rate next is what the site showed them next (docs/results.md).
-  recent    rank one, one part per window D in `recent_days` (kind "recent:D"): the log
-            relative popularity of each item in the last D days before the end of
-            training (r_u = 1); the mixing picks the windows that fit the data (a week on
-            ML-100K, a year on the sparser ml-latest-small). Items with no event at all get the
-            "newcomer prior": how popular items were in their first D days,
-            predicted from the item's side features (ridge regression over the items that
-            arrived during training; their mean without features), so an item that just
-            arrived is not scored as a flop, and a new item like past hits ranks high. The network
-            has the same signal with its own weights; tuned here, warm users (long,
-            stale histories) can lean on it as much as the validation users say.
+  ease      (n_items, n_items) EASE weights B on the binary training matrix; r_u = the
+            binary history.
+  sequence  (n_items, n_items) time-local co-occurrence: C[a, b] counts how often b came
+            within `window` events after a (backward pairs weighted `backward`) in
+            someone's history, scaled by count(a)^-beta, top_k entries kept per row. r_u
+            weights the user's events by recency (half-life in events, most recent = 1)
+            and is scaled so that r_u @ M has mean 1 over the catalogue: the mixing weight
+            then means the same for every user. On MovieLens this is the strongest single
+            signal for users with 3-10 events: what people rate next is what the site
+            showed them next (docs/results.md).
+  recent    (1, n_items), one candidate per window D in `recent_days` (kind "recent:D"):
+            the log relative popularity of each item in the last D days of training
+            (r_u = 1). The window that helps most on its own on the tuning users is kept.
+            Items with no event at all get the "newcomer prior": how popular items were
+            in their first D days, predicted from the item's side features (ridge
+            regression over the items that arrived during training; their mean without
+            features), so a new item is not scored as a flop and one like past hits ranks
+            high. The network has a time prior of its own; tuned here, stale users can
+            lean on popularity as much as the tuning users say.
 
 Mixing: one weight per part and bucket, from MIX_GRID (0 included, so a part never hurts
 where it does not help), chosen by coordinate ascent on NDCG@10. Buckets: support size

@@ -149,8 +149,8 @@ def train_metalearner(
                 break
         model.load_state_dict(best[2])
         learner.model = model.cpu().eval()
-        # The item-item (EASE) part and its per-size mixing weights, tuned on the same
-        # validation users: outside the budget's loop, ~0.5 s at 1.7k items.
+        # The item-item parts and their mixing weights, tuned on the same validation users:
+        # outside the budget's loop (5-20 s at 1.7k items, 1-2 min at 9.7k).
         item_item = learner.fit_item_item(train, side, episodes.val_users)
         seconds = time.perf_counter() - start
         learner.train_info = {"budget_seconds": budget_seconds, "max_steps": max_steps,

@@ -15,15 +15,17 @@ Reads and writes no table: training lives in tasks/train.py, which saves checkpo
   support encoder  the user's most recent events (item vectors + recency bucket + event
                  value) -> value-weighted mean + attention pooling whose query comes from
                  the user's side features and support size -> MLP -> u (residual on the mean)
-  score          s(u, i) = u . v_i + b_i + w(n) . p_i(now) + m(n) (x_u B)_i; as factors:
-                 [u, 1, w(n), m(n) x_u] . [v_i, b_i, p_i(now), B_:i]
-  item-item      after training (tasks/models/item_item.py): EASE weights B and a
-                 sequence co-occurrence matrix C on the training histories, each mixed in
-                 with a weight per support-size bucket tuned on the validation users (0 is
-                 in the grid, so a part never hurts there): r_u @ M with r_u the user's
-                 binary (EASE) or recency-weighted (sequence) history row. The set encoder
-                 alone pulls a 3-film user back to the popularity list; these parts carry
-                 the item-to-item evidence of so few events directly.
+  score          s(u, i) = u . v_i + b_i + w(n) . p_i(now) + sum over parts of
+                 mix_part(bucket) (r_u M_part)_i; as factors:
+                 [u, 1, w(n), mix(bucket) r_u ...] . [v_i, b_i, p_i(now), M_:i ...]
+  item-item      after training (tasks/models/item_item.py): EASE weights, a sequence
+                 co-occurrence matrix and recent popularity (one window) on the training
+                 histories, each mixed in with a weight per support-size bucket and for
+                 stale users, tuned on held-out users (0 is in the grid, so a part never
+                 hurts there). The set encoder alone pulls a 3-film user back to the
+                 popularity list; these parts carry the evidence of so few events directly.
+  new items      rank k of each list goes to the best item without interactions at fit
+                 (exploration_items; tasks.score.ranked_lists).
   loss           softmax over the full catalogue (support items masked) when it has at most
                  `full_softmax_max_items` items, else sampled softmax with logQ correction;
                  query items weighted by their event value.

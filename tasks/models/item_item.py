@@ -376,12 +376,11 @@ def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, b
         case = tuning_case(tuning, sub.filter(rank < shot), sub.filter(rank >= shot), b,
                            base_scores)  # fmt: skip
         cases[b] += [case] if case is not None else []
-    # Stale bucket: other users' events after the cut, from their history before it.
-    old = train.filter(other & before)
-    stale = np.flatnonzero(stale_users(old, cut, cfg.stale_days))
+    # Stale bucket: other users' events after the cut, from their history before it (rest).
+    stale = np.flatnonzero(stale_users(rest, cut, cfg.stale_days))
     stale = stale[np.linspace(0, len(stale) - 1, min(len(stale), STALE_USERS)).astype(int)]
     if len(stale):
-        case = tuning_case(tuning, old.subset_users(stale),
+        case = tuning_case(tuning, rest.subset_users(stale),
                            train.filter(other & ~before).subset_users(stale), STALE,
                            base_scores)  # fmt: skip
         cases[STALE] += [case] if case is not None else []

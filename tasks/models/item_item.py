@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
+from tasks.evaluate import ndcg_at_k
 from tasks.models.base import Interactions
 from tasks.models.baselines import ease_weights
 
@@ -264,16 +265,13 @@ def make_part(kind: str, weights: np.ndarray, mix: np.ndarray, cfg: ItemItemConf
 
 
 def ndcg_rows(scores: np.ndarray, rel: sp.csr_matrix, k: int = 10) -> np.ndarray:
-    """Per-row NDCG@k of dense scores against a binary relevance matrix (excluded items
-    must already score -inf)."""
+    """Per-row NDCG@k (tasks.evaluate.ndcg_at_k) of dense scores against a binary relevance
+    matrix (excluded items must already score -inf); 0 for a row with nothing relevant."""
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
     hits = np.asarray(rel[np.arange(len(scores))[:, None], top].todense(), bool)
-    disc = 1.0 / np.log2(np.arange(k) + 2.0)
-    n_rel = np.minimum(np.diff(rel.indptr), k)
-    idcg = np.concatenate([[1.0], np.cumsum(disc)])[n_rel]
-    return np.where(n_rel > 0, (hits * disc).sum(1) / np.where(n_rel > 0, idcg, 1.0), 0.0)
+    return ndcg_at_k(hits, np.maximum(np.diff(rel.indptr), 1), k)  # no hits there: 0
 
 
 def tuning_case(parts, history, targets, bucket, base_scores) -> tuple | None:

@@ -29,9 +29,9 @@ DAY = "2024-01-01"
 
 def _child_ours(root: str) -> dict:
     from tasks.config import Settings
-    from tasks.ingest import ingest_date
-    from tasks.storage import Lake
-    from tasks.validate import _gx, validate_date
+    from tasks.ingest.stage import ingest_date
+    from tasks.lake.storage import Lake
+    from tasks.validate.stage import _gx, validate_date
 
     t0 = time.perf_counter()
     _gx()
@@ -166,8 +166,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from tasks.storage import Lake
-    from tasks.synth import SynthParams, generate
+    from tasks.lake.storage import Lake
+    from tasks.sources.synth import SynthParams, generate
 
     lake = Lake(root)
     if lake.read_json("raw/_synth_manifest.json") is None:

@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="meta-learner steps")
     args = parser.parse_args()
 
-    from tasks.movielens import import_movielens
-    from tasks.storage import lake_from
+    from tasks.lake.storage import lake_from
+    from tasks.sources.movielens import import_movielens
 
     root = tempfile.mkdtemp(prefix="metarec-bench-nightly-")
     lake = lake_from(f"{root}/lake")

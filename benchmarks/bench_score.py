@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks.score import top_k
+from tasks.serve.topk import top_k
 
 
 def make_inputs(n_users: int, n_items: int, dim: int, seen: int, seed: int = 0):

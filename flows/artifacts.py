@@ -14,7 +14,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from tasks.storage import Lake
+from tasks.lake.storage import Lake
 
 
 def episodes(result: Any) -> None:

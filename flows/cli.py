@@ -54,7 +54,7 @@ def _settings(args: argparse.Namespace, **overrides):
 
 
 def _date(text: str) -> str:
-    from tasks.storage import parse_date
+    from tasks.lake.dates import parse_date
 
     try:
         return parse_date(text).isoformat()
@@ -73,8 +73,8 @@ def _positive(text: str) -> int:
 
 
 def _cmd_import_movielens(args: argparse.Namespace) -> int:
-    from tasks.movielens import import_movielens
-    from tasks.storage import lake_from
+    from tasks.lake.storage import lake_from
+    from tasks.sources.movielens import import_movielens
 
     source = Path(args.source)
     if not source.is_dir():
@@ -86,8 +86,8 @@ def _cmd_import_movielens(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from tasks.storage import lake_from
-    from tasks.synth import SynthParams, generate
+    from tasks.lake.storage import lake_from
+    from tasks.sources.synth import SynthParams, generate
 
     settings = _settings(args)
     params = SynthParams(
@@ -209,8 +209,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from tasks.publish import connect_warehouse, warehouse_path
-    from tasks.storage import lake_from
+    from tasks.lake.storage import lake_from
+    from tasks.serve.publish import connect_warehouse, warehouse_path
 
     settings = _settings(args)
     lake = lake_from(settings.storage)

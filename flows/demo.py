@@ -11,7 +11,7 @@ import datetime as dt
 import polars as pl
 
 from tasks.config import Settings
-from tasks.storage import lake_from
+from tasks.lake.storage import lake_from
 
 # ml-latest-small's last rating is on 2018-09-24 (UTC).
 _SAMPLE_LAST_DAY = dt.date(2018, 9, 24)
@@ -20,8 +20,8 @@ _SAMPLE_LAST_DAY = dt.date(2018, 9, 24)
 def run_demo(settings: Settings, days: int = 2) -> int:
     """Run the demo end to end; returns the process exit code."""
     from flows.nightly import backfill_flow
-    from tasks.movielens import bundled_sample_path, import_movielens
-    from tasks.publish import connect_warehouse
+    from tasks.serve.publish import connect_warehouse
+    from tasks.sources.movielens import bundled_sample_path, import_movielens
 
     lake = lake_from(settings.storage)
     print(f"[demo] landing the bundled MovieLens latest-small sample into {lake.root}")
@@ -113,7 +113,7 @@ def _report(lake, con) -> None:
 
 
 def _titles(lake) -> pl.DataFrame | None:
-    from tasks.features import read_side_tables
+    from tasks.learn.features import read_side_tables
 
     items = read_side_tables(lake).items
     if items is None or "title" not in items.columns:

@@ -27,9 +27,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 
 from tasks.config import Settings
-from tasks.ingest import IngestResult, ingest_dates, plan_chunks
-from tasks.storage import Lake, lake_from, parse_date
-from tasks.validate import ValidationResult, validate_dates
+from tasks.ingest.stage import IngestResult, ingest_dates, plan_chunks
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake, lake_from
+from tasks.validate.stage import ValidationResult, validate_dates
 
 ARTIFACT_KEY = "metarec-validate"
 ARTIFACT_DATES = 100

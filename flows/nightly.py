@@ -28,9 +28,11 @@ from prefect.states import Completed, Failed
 from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.train import train_flow
-from tasks import episodes, evaluate, publish, score
 from tasks.config import Settings, settings_from
-from tasks.storage import Lake, date_range, lake_from, parse_date
+from tasks.lake.dates import date_range, parse_date
+from tasks.lake.storage import Lake, lake_from
+from tasks.learn import episodes
+from tasks.serve import evaluate, publish, score
 
 # Thin wrappers: names for the UI, no caching of in-memory results (stages are idempotent
 # and read/write the lake), no retries (local work: a retry would fail the same way).

@@ -21,9 +21,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import artifacts
-from tasks import train
 from tasks.config import Settings, settings_from
-from tasks.storage import lake_from, parse_date
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import lake_from
+from tasks.models import train
 
 PROGRESS_KEY = "metarec-training-progress"
 

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
 from tasks.models.baselines import (
     ALS,
     BASELINES,
@@ -31,7 +32,7 @@ from tasks.models.baselines import (
     ease_weights,
     load_baseline,
 )
-from tasks.score import top_k
+from tasks.serve.topk import top_k
 
 DAY = 86_400
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -21,7 +21,7 @@ import yaml
 from flows import ops
 from flows.nightly import input_fingerprint, is_complete, write_fingerprint
 from tasks.config import Settings
-from tasks.storage import Lake
+from tasks.lake.storage import Lake
 
 LAST_DAY = "1997-10-06"  # raw partitions after it are dropped: a small, quick history
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -71,7 +71,7 @@ def test_prefect_yaml_declares_schedules_pools_and_parameters(tmp_path: Path) ->
 
 
 def test_fingerprint_tracks_raw_files_up_to_the_date(tmp_path: Path) -> None:
-    from tasks.synth import SynthParams, generate
+    from tasks.sources.synth import SynthParams, generate
 
     lake = Lake(str(tmp_path / "lake"))
     generate(lake, SynthParams(users=50, items=40, days=3, events_per_day=200))
@@ -155,7 +155,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
-    from tasks.movielens import import_movielens
+    from tasks.sources.movielens import import_movielens
 
     root = tmp_path_factory.mktemp("stack")
     lake = Lake(str(root / "lake"))
@@ -234,7 +234,7 @@ def test_scheduled_nightly_runs_on_the_pools_and_tells_its_story(stack: Stack) -
     validate_rows = _table(found["metarec-validate"])
     assert {r["status"] for r in validate_rows} == {"ok"}
 
-    from tasks.publish import connect_warehouse
+    from tasks.serve.publish import connect_warehouse
 
     con = connect_warehouse(stack.lake)
     n_rows, n_users = con.sql(

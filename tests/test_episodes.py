@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from tasks.config import Settings
-from tasks.episodes import build_episodes, make_episodes
-from tasks.history import read_silver
-from tasks.storage import lake_from
+from tasks.lake.storage import lake_from
+from tasks.learn.episodes import build_episodes, make_episodes
+from tasks.learn.history import read_silver
 
 
 def ml100k_silver(data: Path, n_users: int | None = None) -> pl.DataFrame:

@@ -12,23 +12,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.evaluate import (
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.learn.metrics import coverage, ndcg_at_k, novelty, recall_at_k
+from tasks.learn.split import temporal_split
+from tasks.models.base import Recommender
+from tasks.serve.evaluate import (
     ChampionDecision,
     TuningGrid,
     choose_champion,
-    coverage,
     evaluate_models,
     evaluate_new_items,
     fit_baselines,
-    ndcg_at_k,
-    novelty,
-    recall_at_k,
-    temporal_split,
     tune_baselines,
     write_metrics,
 )
-from tasks.models.base import Interactions, Recommender, SideFeatures
-from tasks.storage import Lake
 
 
 def _ml100k(root: Path) -> tuple[Interactions, SideFeatures]:
@@ -149,7 +147,7 @@ def test_split_is_deterministic(ml100k, split):
 
 # ---- metrics ---------------------------------------------------------------------------
 def test_zero_shot_and_new_item_segments(ml100k, shared_data):
-    from tasks.movielens import _read_ml100k
+    from tasks.sources.movielens import _read_ml100k
 
     data = ml100k[0]
     side = SideFeatures(ml100k[1].users, _read_ml100k(shared_data / "ml-100k")[2])

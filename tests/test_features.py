@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.features import FeatureEncoder, read_side_tables
-from tasks.storage import lake_from
+from tasks.lake.storage import lake_from
+from tasks.learn.features import FeatureEncoder, read_side_tables
 
 GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

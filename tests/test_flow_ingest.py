@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from flows.ingest import ingest_flow
-from tasks.movielens import import_movielens
-from tasks.storage import Lake
-from tasks.synth import SynthParams, generate
+from tasks.lake.storage import Lake
+from tasks.sources.movielens import import_movielens
+from tasks.sources.synth import SynthParams, generate
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py
 

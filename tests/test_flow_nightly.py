@@ -16,12 +16,12 @@ import torch
 
 from flows.cli import main
 from schemas.recommendations import RECOMMENDATIONS
-from tasks import evaluate, publish, score
 from tasks.config import Settings
-from tasks.history import load_history
+from tasks.lake.storage import Lake
+from tasks.learn.history import load_history
 from tasks.models.metalearner import MetaLearner
-from tasks.movielens import import_movielens
-from tasks.storage import Lake
+from tasks.serve import evaluate, publish, score
+from tasks.sources.movielens import import_movielens
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

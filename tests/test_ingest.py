@@ -15,8 +15,8 @@ import pytest
 
 from schemas.interactions import BRONZE
 from tasks.config import Settings
-from tasks.ingest import ingest_date, ingest_dates, plan_chunks
-from tasks.storage import Lake
+from tasks.ingest.stage import ingest_date, ingest_dates, plan_chunks
+from tasks.lake.storage import Lake
 
 DAY = "2024-01-01"
 RAW = f"raw/interactions/dt={DAY}"

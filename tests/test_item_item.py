@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from tasks.models.base import Interactions
+from tasks.learn.interactions import Interactions
 from tasks.models.item_item import (
     N_MIX,
     STALE,
@@ -24,7 +24,7 @@ from tasks.models.item_item import (
     sequence_weights,
     stale_users,
 )
-from tasks.movielens import _read_ml100k
+from tasks.sources.movielens import _read_ml100k
 
 DAY = 86_400
 

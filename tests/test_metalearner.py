@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from tasks.models.base import Interactions, SideFeatures
+from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.models.item_item import MIX_GRID, N_MIX, mix_bucket
 from tasks.models.metalearner import (
     MetaConfig,

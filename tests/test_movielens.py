@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.movielens import bundled_sample_path, detect_flavour, import_movielens
-from tasks.storage import lake_from
+from tasks.lake.storage import lake_from
+from tasks.sources.movielens import bundled_sample_path, detect_flavour, import_movielens
 
 
 def _interactions(root: Path) -> pl.DataFrame:

@@ -22,11 +22,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 import tasks.publish as publish
+
 from schemas.recommendations import RECOMMENDATIONS
-from tasks.models.base import Interactions, Recommender, SideFeatures
-from tasks.publish import (
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
+from tasks.serve.publish import (
     DUCKDB_CONFIG,
     connect_warehouse,
     ensure_warehouse,
@@ -34,8 +36,7 @@ from tasks.publish import (
     warehouse_path,
     write_recommendations,
 )
-from tasks.score import assign_segments, recommend
-from tasks.storage import Lake
+from tasks.serve.score import assign_segments, recommend
 
 K = 10
 DAY1, DAY2 = dt.date(1998, 4, 22), dt.date(1998, 4, 23)

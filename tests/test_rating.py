@@ -28,7 +28,7 @@ from tasks.models.rating import (
     support_user_bias,
     train_rating_model,
 )
-from tasks.movielens import _read_ml100k
+from tasks.sources.movielens import _read_ml100k
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from tasks.models.base import Interactions, Recommender, SideFeatures
-from tasks.score import TILE_ITEMS, assign_segments, ranked_lists, recommend, top_k
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
+from tasks.serve.score import assign_segments, recommend
+from tasks.serve.topk import TILE_ITEMS, ranked_lists, top_k
 
 K = 10
 

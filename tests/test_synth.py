@@ -22,8 +22,8 @@ import pytest
 
 from schemas.interactions import RAW_COLUMNS, REASONS
 from tasks.config import Settings
-from tasks.storage import lake_from
-from tasks.synth import SynthParams, generate
+from tasks.lake.storage import lake_from
+from tasks.sources.synth import SynthParams, generate
 
 SMALL = SynthParams(users=300, items=200, days=4, events_per_day=1500, dirty_rate=0.05, seed=7)
 

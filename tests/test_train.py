@@ -12,10 +12,10 @@ import pytest
 import torch
 from test_metalearner import catalogue, two_groups
 
-from tasks.models.base import Interactions
+from tasks.lake.storage import lake_from
+from tasks.learn.interactions import Interactions
 from tasks.models.metalearner import MetaConfig, MetaLearner
-from tasks.storage import lake_from
-from tasks.train import latest_checkpoint, save_checkpoint, select_device, train_metalearner
+from tasks.models.train import latest_checkpoint, save_checkpoint, select_device, train_metalearner
 
 SMALL = MetaConfig(dim=8, hidden=16, batch_users=32, eval_every=5, patience=100,
                    item_item_max_items=20_000)  # fmt: skip

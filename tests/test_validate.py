@@ -11,8 +11,8 @@ import pytest
 
 from schemas.interactions import BRONZE, REASONS, SILVER
 from tasks.config import Settings
-from tasks.storage import Lake
-from tasks.validate import (
+from tasks.lake.storage import Lake
+from tasks.validate.stage import (
     PartitionQualityError,
     build_suite,
     split_rows,

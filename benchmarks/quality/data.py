@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.models.base import Interactions, SideFeatures
-from tasks.movielens import _read_ml100k, _read_ml_latest
-from tasks.synth import SynthParams, _build_world, _rng, _sample_events
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.sources.movielens import _read_ml100k, _read_ml_latest
+from tasks.sources.synth import SynthParams, _build_world, _rng, _sample_events
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 LASTFM_MIN_LISTENERS = 3  # artists with fewer listeners are dropped (EASE stays dense)

@@ -43,7 +43,7 @@ from tasks.models.rating import (
     support_user_bias,
     train_rating_model,
 )
-from tasks.movielens import _read_ml100k
+from tasks.sources.movielens import _read_ml100k
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 OUT = Path(__file__).resolve().parent

@@ -31,17 +31,17 @@ import numpy as np
 import polars as pl
 
 from benchmarks.quality.data import load_dataset
-from tasks.evaluate import (
+from tasks.learn.split import temporal_split
+from tasks.models.metalearner import MetaConfig
+from tasks.models.train import train_metalearner
+from tasks.serve.evaluate import (
     EVAL_SHOTS,
     BaselineConfigs,
     evaluate_models,
     evaluate_new_items,
     fit_baselines,
-    temporal_split,
     tune_baselines,
 )
-from tasks.models.metalearner import MetaConfig
-from tasks.train import train_metalearner
 
 SHOTS = EVAL_SHOTS
 # The meta-learner's grid on the baselines' validation split: its recent part's window

@@ -35,7 +35,8 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
-from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
 
 # Weight of the popularity tie-breaker added to history-based scores: small enough never
 # to reorder items with different model scores on these data.
@@ -320,7 +321,7 @@ class ItemFeatures(_Baseline):
     config_cls = ItemFeaturesConfig
 
     def fit(self, train: Interactions, side: SideFeatures, now: dt.datetime) -> Self:
-        from tasks.features import FeatureEncoder
+        from tasks.learn.features import FeatureEncoder
 
         x = self._start_fit(train)
         n = train.n_items

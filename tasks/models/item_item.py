@@ -43,8 +43,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from tasks.evaluate import ndcg_at_k
-from tasks.models.base import Interactions
+from tasks.learn.interactions import Interactions
+from tasks.learn.metrics import ndcg_at_k
 from tasks.models.baselines import ease_weights
 
 KINDS = ("ease", "sequence", "recent")

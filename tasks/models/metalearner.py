@@ -47,8 +47,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from tasks.features import FeatureEncoder
-from tasks.models.base import Interactions, Recommender, SideFeatures
+from tasks.learn.features import FeatureEncoder
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
 from tasks.models.item_item import (
     ItemItemConfig,
     ItemItemPart,
@@ -446,7 +447,7 @@ class MetaLearner(Recommender):
 
     def fit(self, train: Interactions, side: SideFeatures, now: dt.datetime) -> Self:
         """Meta-train on `train` within the budget given at construction (tasks/train.py)."""
-        from tasks.train import train_metalearner  # train.py imports this module
+        from tasks.models.train import train_metalearner  # train.py imports this module
 
         result = train_metalearner(train, side, self.config, now=now, **self.train_args)
         self.__dict__.update({k: v for k, v in result.model.__dict__.items() if k != "train_args"})

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from tasks.features import FeatureEncoder
+from tasks.learn.features import FeatureEncoder
 from tasks.models.metalearner import FeatureTower
 
 MIN_RATINGS, MAX_RATINGS = 13, 100  # the MeLU user filter

@@ -28,8 +28,8 @@ import polars as pl
 import pyarrow as pa
 
 from schemas.interactions import RAW_COLUMNS, REASONS
-from tasks.movielens import parquet_bytes
-from tasks.storage import Lake
+from tasks.lake.storage import Lake
+from tasks.sources.movielens import parquet_bytes
 
 FILES = ("part-a.csv", "part-b.jsonl.gz", "part-c.parquet", "part-d.jsonl.gz")
 CSV, JSONL, PARQUET, CORRUPT = range(4)

@@ -41,8 +41,9 @@ from schemas.interactions import (
     Rule,
 )
 from tasks.config import Settings
-from tasks.ingest import BRONZE_TABLE, manifest_path, write_frame
-from tasks.storage import Lake, parse_date
+from tasks.ingest.stage import BRONZE_TABLE, manifest_path, write_frame
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
 
 SILVER_TABLE = "silver/interactions"
 QUARANTINE_TABLE = "quarantine/interactions"

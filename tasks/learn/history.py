@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tasks.features import read_side_tables
-from tasks.models.base import Interactions, SideFeatures
-from tasks.storage import Lake, parse_date
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
+from tasks.learn.features import read_side_tables
+from tasks.learn.interactions import Interactions, SideFeatures
 
 
 @dataclass(frozen=True)

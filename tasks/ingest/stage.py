@@ -41,7 +41,8 @@ import pyarrow.parquet as pq
 
 from schemas.interactions import BRONZE, DEFAULT_EVENT_TYPE, RAW_COLUMNS
 from tasks.config import Settings
-from tasks.storage import Lake, parse_date
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
 
 RAW_TABLE = "raw/interactions"
 BRONZE_TABLE = "bronze/interactions"

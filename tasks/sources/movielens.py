@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.interactions import RAW_COLUMNS
-from tasks.storage import Lake
+from tasks.lake.storage import Lake
 
 ML_100K = "ml-100k"
 ML_LATEST_SMALL = "ml-latest-small"

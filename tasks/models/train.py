@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from tasks.config import Settings
-from tasks.models.base import Interactions, SideFeatures
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.models.metalearner import (
     MetaConfig,
     MetaLearner,
@@ -35,7 +37,6 @@ from tasks.models.metalearner import (
     prior_features,
     seen_mask,
 )
-from tasks.storage import Lake, parse_date
 
 TABLE = "models"
 _VAL_SHOTS = (1, 5, 10)
@@ -359,8 +360,8 @@ def train_stage(
     The same model is evaluated on the holdout (tasks/evaluate.py) and, if it is the
     champion, scores every user from their full history with no retraining.
     """
-    from tasks.evaluate import temporal_split
-    from tasks.history import load_history
+    from tasks.learn.history import load_history
+    from tasks.learn.split import temporal_split
 
     day = parse_date(run_date)
     history = load_history(lake, day)

@@ -29,7 +29,8 @@ import pyarrow as pa
 
 from schemas.recommendations import RECOMMENDATIONS, SEGMENTS, VERSION
 from tasks.config import Settings
-from tasks.storage import Lake, parse_date
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ def publish_stage(
     `gold/recommendations/run_date=D/`, make sure the warehouse views exist, and record
     the run in `gold/runs/`. `scored` is a tasks.score.ScoreStageResult and `decision` a
     tasks.evaluate.ChampionDecision."""
-    from tasks.score import STAGING_TABLE
+    from tasks.serve.score import STAGING_TABLE
 
     day = parse_date(run_date)
     staged = lake.read_partition(STAGING_TABLE, run_date=day, model=scored.model)

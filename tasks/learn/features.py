@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-from tasks.models.base import SideFeatures
-from tasks.storage import Lake
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import SideFeatures
 
 log = logging.getLogger(__name__)
 

@@ -30,29 +30,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from tasks.lake.dates import parse_date
+
 PART_FILE = "part-0.parquet"
 _TABLE_RE = re.compile(r"^[a-z_]+(/[a-z_]+)*$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
-
-
-def parse_date(value: str | dt.date) -> dt.date:
-    """Parse an ISO date (YYYY-MM-DD) given on the command line or as a flow parameter."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise ValueError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
-
-
-def date_range(start: str | dt.date, end: str | dt.date) -> list[dt.date]:
-    """Every date from start to end inclusive; an error when end is before start."""
-    d0, d1 = parse_date(start), parse_date(end)
-    if d1 < d0:
-        raise ValueError(f"end date {d1} is before start date {d0}")
-    return [d0 + dt.timedelta(days=i) for i in range((d1 - d0).days + 1)]
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ import duckdb
 import polars as pl
 
 from tasks.config import Settings
-from tasks.history import read_silver
-from tasks.storage import Lake, parse_date
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
+from tasks.learn.history import read_silver
 
 TABLE = "gold/episodes"
 SUPPORT_SIZES = (1, 3, 5, 10, 20)

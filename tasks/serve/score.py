@@ -1,0 +1,159 @@
+"""The score stage: top-K for every known user, staged for publishing.
+
+Reads silver up to D, the side tables and tonight's checkpoint (`models/run_date=D/`);
+writes `staging/recommendations/run_date=D/model=M/`, which the publish stage checks
+before anything becomes visible. The kernel is `tasks.serve.topk`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tasks.config import Settings
+from tasks.lake.dates import parse_date
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import Recommender
+from tasks.serve.topk import ranked_lists
+
+
+def recommend(
+    model: Recommender,
+    histories: Interactions,
+    side: SideFeatures,
+    k: int,
+    segments: np.ndarray | None = None,
+    block_users: int | None = None,
+) -> pl.DataFrame:
+    """Top-k recommendations of every user of `histories`, seen items excluded.
+
+    Args:
+        model: a fitted recommender; `histories.item_ids` must be its catalogue.
+        histories: every user to score (rows may be empty: zero-shot users).
+        side: side features handed to `model.user_factors`.
+        k: list length.
+        segments: optional (n_users,) segment per user (see `assign_segments`).
+        block_users: users per scoring block (memory bound), see `top_k`.
+
+    Returns:
+        user_id (String), rank (Int16, 1..k), item_id (String), score (Float32), plus
+        user_segment (String) when segments are given; k rows per user, fewer only for a
+        user who has seen all but fewer than k items of the catalogue.
+    """
+    catalogue = np.asarray(model.item_ids)
+    if len(catalogue) != histories.n_items or not np.array_equal(
+        catalogue.astype(str), np.asarray(histories.item_ids).astype(str)
+    ):
+        raise ValueError("histories.item_ids must be the model's catalogue (model.item_ids)")
+    if segments is not None and len(segments) != histories.n_users:
+        raise ValueError(f"{len(segments)} segments for {histories.n_users} users")
+    user_f = model.user_factors(histories, side)
+    items, scores = ranked_lists(
+        model,
+        user_f,
+        model.item_factors(),
+        k,
+        exclude=histories.csr(binary=True),
+        block_users=block_users,
+    )
+    n_users, width = items.shape
+    keep = np.isfinite(scores).ravel()  # -inf: nothing left to recommend to that user
+    user_idx = np.repeat(np.arange(n_users, dtype=np.int64), width)[keep]
+    ranks = np.tile(np.arange(1, width + 1, dtype=np.int16), n_users)[keep]
+    # Gather strings on the Polars side: one Series per vocabulary, indexed in Rust.
+    columns = {
+        "user_id": _strings(histories.user_ids).gather(user_idx),
+        "rank": pl.Series(ranks, dtype=pl.Int16),
+        "item_id": _strings(catalogue).gather(items.ravel()[keep]),
+        "score": pl.Series(scores.ravel()[keep], dtype=pl.Float32),
+    }
+    if segments is not None:
+        columns["user_segment"] = _strings(segments).gather(user_idx)
+    return pl.DataFrame(columns)
+
+
+def _strings(values: np.ndarray) -> pl.Series:
+    return pl.Series(np.asarray(values).astype(str), dtype=pl.String)
+
+
+def assign_segments(
+    histories: Interactions, run_date: dt.date | str, new_user_days: int = 30
+) -> np.ndarray:
+    """Segment of every user of `histories` on `run_date` (an array of str).
+
+    `cold_zero_shot`: no interaction at all (scored from features alone); `new`: first
+    interaction within `new_user_days` days before the end of run_date (UTC); `warm`:
+    everyone else.
+    """
+    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    cutoff = int(end.timestamp()) - new_user_days * 86_400
+    first = np.full(histories.n_users, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, histories.user, histories.ts.astype(np.int64))
+    counts = np.bincount(histories.user, minlength=histories.n_users)
+    return np.where(counts == 0, "cold_zero_shot", np.where(first >= cutoff, "new", "warm"))
+
+
+# ---- the nightly score stage -----------------------------------------------------------
+
+STAGING_TABLE = "staging/recommendations"
+
+
+@dataclass(frozen=True)
+class ScoreStageResult:
+    """What the nightly score stage staged for publishing (small: passed between tasks)."""
+
+    run_date: dt.date
+    staged_path: str
+    model: str
+    model_version: str
+    users: int
+    rows: int
+    segments: dict[str, int]
+
+
+def score_stage(
+    lake: Lake, run_date: dt.date | str, settings: Settings, model_name: str
+) -> ScoreStageResult:
+    """Top-K for every user known up to run_date (history or raw/users) from `model_name`.
+
+    The meta-learner is tonight's checkpoint (models/run_date=D), which adapts to each
+    user's full history with no retraining; a baseline is refitted on the full history and
+    saved beside it. The table is staged (`staging/recommendations/run_date=D/`) for the
+    publish stage, which checks the contract before anything becomes visible
+    (write-audit-publish: readers never see an unchecked table).
+    """
+    from tasks.learn.history import load_history
+    from tasks.models.metalearner import MetaLearner
+
+    day = parse_date(run_date)
+    history = load_history(lake, day)
+    folder = lake.path("models", run_date=day)
+    if model_name == "metalearner":
+        model = MetaLearner.load(lake.url("models", run_date=day))
+    else:
+        from tasks.serve.evaluate import fit_baselines
+
+        model = fit_baselines(history.interactions, history.side, history.now,
+                              names=(model_name,))[model_name]  # fmt: skip
+        if lake.is_local:  # baselines save to local folders only
+            model.save(Path(f"{folder}/{model_name}"))
+    segments = assign_segments(history.interactions, day)
+    recs = recommend(model, history.interactions, history.side, settings.top_k, segments,
+                     block_users=settings.score_block_users)  # fmt: skip
+    path = lake.write_partition(STAGING_TABLE, recs, run_date=day, model=model_name)
+    names, counts = np.unique(segments, return_counts=True)
+    return ScoreStageResult(
+        run_date=day,
+        staged_path=path,
+        model=model_name,
+        model_version=f"{model_name}@{day.isoformat()}",
+        users=int(recs["user_id"].n_unique()),
+        rows=recs.height,
+        segments={str(n): int(c) for n, c in zip(names, counts, strict=True)},
+    )

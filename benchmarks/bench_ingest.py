@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ingest.py [--events 5000000] [--dirty 0.01] [--lake DIR]
 
-Generates one day (tasks/synth.py: CSV, gzip'd JSONL, Parquet and, on dirty days, a
+Generates one day (tasks/sources/synth: CSV, gzip'd JSONL, Parquet and, on dirty days, a
 truncated gzip) once, then runs each implementation in its own child process, so the
 peak RSS of each is its own (getrusage of the child). Ours = tasks.ingest.ingest_date +
 tasks.validate.validate_date (GX imported before the clock starts: a one-off ~3 s per
@@ -29,22 +29,23 @@ DAY = "2024-01-01"
 
 def _child_ours(root: str) -> dict:
     from tasks.config import Settings
-    from tasks.ingest.stage import ingest_date
+    from tasks.ingest import ingest_date
+    from tasks.lake.dates import parse_date
     from tasks.lake.storage import Lake
-    from tasks.validate.stage import _gx, validate_date
+    from tasks.validate import load_gx, validate_date
 
     t0 = time.perf_counter()
-    _gx()
+    load_gx()
     gx_import = time.perf_counter() - t0
-    lake, settings = Lake(root), Settings(max_bad_share=1.0)
-    # Force a real run: ingest skips a date whose manifest matches, validate one whose
-    # silver stamp (silver/interactions/dt=D/_validated.json) matches.
-    lake.delete_partition("bronze/interactions", dt=DAY)
-    lake.delete_partition("silver/interactions", dt=DAY)
+    lake, settings, day = Lake(root), Settings(max_bad_share=1.0), parse_date(DAY)
+    # Force a real run: ingest skips a date whose bronze stamp matches, validate one whose
+    # silver stamp (silver/interactions/dt=D/_stamp.json) matches.
+    lake.delete_partition("bronze/interactions", dt=day)
+    lake.delete_partition("silver/interactions", dt=day)
     t0 = time.perf_counter()
-    ing = ingest_date(lake, DAY, settings)
+    ing = ingest_date(lake, day, settings)
     t1 = time.perf_counter()
-    val = validate_date(lake, DAY, settings)
+    val = validate_date(lake, day, settings)
     t2 = time.perf_counter()
     return {
         "seconds": t2 - t0,

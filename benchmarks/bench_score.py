@@ -1,4 +1,4 @@
-"""Top-K scoring benchmark: tasks.score.top_k against the machine's fp32 matmul ceiling and
+"""Top-K scoring benchmark: tasks.serve.topk.top_k against the machine's fp32 matmul ceiling and
 against implicit's batch `recommend` on the same factors, plus peak memory vs users.
 
     .venv/bin/python benchmarks/bench_score.py                 # 200k users x 50k items x 64
@@ -128,7 +128,7 @@ def main() -> None:
         ("machine", f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"),
         ("shape", f"{args.users:,} users x {args.items:,} items x {args.dim} dims, k={args.k}"),
         ("fp32 matmul ceiling (4096^3 torch.mm)", f"{ceiling:.1f} GFLOP/s"),
-        ("tasks.score.top_k", f"{ours:.2f} s"),
+        ("tasks.serve.topk.top_k", f"{ours:.2f} s"),
         ("top_k effective (2*U*I*d / time)", f"{flops / ours / 1e9:.1f} GFLOP/s"),
         ("top_k share of the ceiling", f"{100 * flops / ours / 1e9 / ceiling:.0f} %"),
     ]

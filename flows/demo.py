@@ -1,41 +1,42 @@
 """`metarec demo`: land the bundled MovieLens sample, run its last nights, show the result.
 
-Composition only: import (tasks.movielens) -> backfill flow over the last `days` dates of
-the sample -> a short report read back from the published tables with DuckDB.
+Composition only: import (tasks.sources.movielens) -> backfill flow over the last `days`
+dates of the sample -> a short report read back from the published tables with DuckDB.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 
+from flows.backfill import backfill_flow
+from schemas import tables
 from tasks.config import Settings
 from tasks.lake.storage import lake_from
+from tasks.learn.side_tables import read_side_tables
+from tasks.serve.warehouse import connect_warehouse
+from tasks.sources.movielens import bundled_sample_path, import_movielens
 
-# ml-latest-small's last rating is on 2018-09-24 (UTC).
-_SAMPLE_LAST_DAY = dt.date(2018, 9, 24)
 
-
-def run_demo(settings: Settings, days: int = 2) -> int:
-    """Run the demo end to end; returns the process exit code."""
-    from flows.nightly import backfill_flow
-    from tasks.serve.publish import connect_warehouse
-    from tasks.sources.movielens import bundled_sample_path, import_movielens
-
+def run_demo(settings: Settings, days: int = 2, sample: Path | None = None) -> int:
+    """Run the demo end to end on the bundled sample (or another MovieLens folder);
+    returns the process exit code."""
     lake = lake_from(settings.storage)
-    print(f"[demo] landing the bundled MovieLens latest-small sample into {lake.root}")
-    imported = import_movielens(bundled_sample_path(), lake)
+    source = sample or bundled_sample_path()
+    print(f"[demo] landing the MovieLens sample {source} into {lake.root}")
+    imported = import_movielens(source, lake)
     print(f"[demo] {imported}")
-    end = _SAMPLE_LAST_DAY
+    end = imported.last_date
     start = end - dt.timedelta(days=days - 1)
     print(
         f"[demo] backfill {start} .. {end}: ingest, validate, episodes, train, evaluate, "
         "score, publish for each night"
     )
     state = backfill_flow(
-        start=start.isoformat(),
-        end=end.isoformat(),
+        start=start,
+        end=end,
         storage=lake.root,
         top_k=settings.top_k,
         return_state=True,
@@ -50,15 +51,14 @@ def run_demo(settings: Settings, days: int = 2) -> int:
 def _report(lake, con) -> None:
     print("\n=== what was produced ===")
     for table in (
-        "silver/interactions",
-        "quarantine/interactions",
-        "gold/episodes",
-        "gold/recommendations",
-        "gold/metrics",
-        "models",
+        tables.SILVER,
+        tables.QUARANTINE,
+        tables.EPISODES,
+        tables.RECOMMENDATIONS,
+        tables.METRICS,
+        tables.MODELS,
     ):
-        key = "dt" if "interactions" in table else "run_date"
-        print(f"  {lake.path(table)}  ({len(lake.partitions(table, key))} partitions)")
+        print(f"  {lake.path(table)}  ({len(lake.partitions(table))} partitions)")
     print(f"  {lake.base.rstrip('/')}/warehouse.duckdb  (DuckDB views for SQL)")
 
     print("\n=== the nightly runs ===")
@@ -113,8 +113,6 @@ def _report(lake, con) -> None:
 
 
 def _titles(lake) -> pl.DataFrame | None:
-    from tasks.learn.features import read_side_tables
-
     items = read_side_tables(lake).items
     if items is None or "title" not in items.columns:
         return None

@@ -15,6 +15,7 @@ one log line per chunk; the accounting is a table artifact with the stable key
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -26,11 +27,10 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 
-from tasks.config import Settings
-from tasks.ingest.stage import IngestResult, ingest_dates, plan_chunks
-from tasks.lake.dates import parse_date
+from tasks.config import Settings, settings_from
+from tasks.ingest import IngestResult, ingest_dates, plan_chunks
 from tasks.lake.storage import Lake, lake_from
-from tasks.validate.stage import ValidationResult, validate_dates
+from tasks.validate import ValidationResult, validate_dates
 
 ARTIFACT_KEY = "metarec-validate"
 ARTIFACT_DATES = 100
@@ -42,7 +42,7 @@ CHUNK_BYTES = 128 << 20
     name="ingest-validate", task_run_name="ingest-validate-{first}..{last}", cache_policy=NO_CACHE
 )
 def ingest_validate_task(
-    lake: Lake, dates: list[str], settings: Settings, first: str, last: str
+    lake: Lake, dates: list[dt.date], settings: Settings, first: str, last: str
 ) -> list[dict[str, Any]]:
     """Ingest then validate one chunk of dates; one summary per date."""
     del first, last  # only in the task run name
@@ -51,31 +51,38 @@ def ingest_validate_task(
         validated = validate_dates(lake, dates, settings)
     except Exception as exc:  # one broken chunk must not stop the others
         error = f"{type(exc).__name__}: {exc}"
-        return [{"date": d, "status": "failed", "error": error} for d in dates]
+        return [{"date": d.isoformat(), "status": "failed", "error": error} for d in dates]
     return [_summary(i, v) for i, v in zip(ingested, validated, strict=True)]
 
 
 @flow(name="ingest", flow_run_name="ingest-{start}", log_prints=False)
 def ingest_flow(
+    start: dt.date,
+    end: dt.date | None = None,
     storage: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
     settings_overrides: dict[str, Any] | None = None,
 ) -> Any:
     """Ingest and validate every raw date from `start` to `end` (default: `start` only).
 
+    Prefect parses ISO text (the CLI, a deployment's parameters) into the dates.
     `settings_overrides` are Settings fields (e.g. `{"max_bad_share": 0.2}`) applied over
     the environment. Returns one summary dict per date that has raw files (status,
-    counts, reasons, GX summary, error).
+    counts, reasons, GX summary, error); Failed when any date failed.
     """
-    if not start:
-        raise ValueError("ingest_flow needs a start date (YYYY-MM-DD)")
-    overrides = dict(settings_overrides or {})
-    if storage:
-        overrides["storage"] = storage
-    settings = Settings(**overrides)
-    lake = lake_from(settings.storage)
-    first, last = parse_date(start), parse_date(end or start)
+    settings = settings_from(**{**(settings_overrides or {}), "storage": storage})
+    summaries = ingest_range(lake_from(settings.storage), start, end or start, settings)
+    failed = [s["date"] for s in summaries if s["status"] != "ok"]
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(summaries)} dates failed: {failed}",
+                      data=summaries)  # fmt: skip
+    return Completed(message=f"{len(summaries)} dates ingested", data=summaries)
+
+
+def ingest_range(
+    lake: Lake, first: dt.date, last: dt.date, settings: Settings
+) -> list[dict[str, Any]]:
+    """Ingest + validate the raw dates from first to last, chunk by chunk (one task per
+    chunk), with progress, logs and the accounting artifact; one summary per date."""
     chunks = plan_chunks(lake, first, last, CHUNK_DATES, CHUNK_BYTES)
     n_dates = sum(len(c) for c in chunks)
     logger = get_run_logger()
@@ -84,7 +91,7 @@ def ingest_flow(
     chunk_rows: list[dict[str, Any]] = []
     for k, chunk in enumerate(chunks, start=1):
         dates = [d.isoformat() for d in chunk]
-        done = ingest_validate_task(lake, dates, settings, dates[0], dates[-1])
+        done = ingest_validate_task(lake, chunk, settings, dates[0], dates[-1])
         summaries += done
         row = _chunk_row(dates, done)
         chunk_rows.append(row)
@@ -107,11 +114,7 @@ def ingest_flow(
         f"files ({'per date' if n_dates <= ARTIFACT_DATES else 'per chunk'}; "
         "raw = silver + quarantined + duplicates)",
     )
-    failed = [s["date"] for s in summaries if s["status"] != "ok"]
-    if failed:
-        return Failed(message=f"{len(failed)} of {n_dates} dates failed: {failed}",
-                      data=summaries)  # fmt: skip
-    return Completed(message=f"{n_dates} dates ingested", data=summaries)
+    return summaries
 
 
 def _summary(ing: IngestResult, val: ValidationResult) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """The meta-training step as its own flow, so it can be its own deployment.
 
 Reads   silver/interactions up to D, raw/users, raw/items, the previous checkpoint under
-models/ (through tasks.train.train_stage).  Writes  models/run_date=D/.
+models/ (through tasks.models.train_stage).  Writes  models/run_date=D/.
 
 The nightly flow calls `train_flow` in-process (a subflow) or, when it is given a train
 deployment, through `run_deployment`, so training lands on a worker of the `metarec-gpu`
 pool (concurrency 1 per worker) while the data stages stay on `metarec-cpu` workers. On a
-machine without a GPU the same deployment trains on CPU (tasks.train.select_device).
+machine without a GPU the same deployment trains on CPU (tasks.models.select_device).
 While it trains, a progress artifact (key `metarec-training-progress`) moves with the
 steps; when it ends, the training curve is a table artifact (`metarec-training`).
 """
@@ -22,13 +22,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import artifacts
 from tasks.config import Settings, settings_from
-from tasks.lake.dates import parse_date
-from tasks.lake.storage import lake_from
-from tasks.models import train
+from tasks.lake.storage import Lake, lake_from
+from tasks.models.metalearner.stage import TrainStageResult, train_stage
 
 PROGRESS_KEY = "metarec-training-progress"
 
-train_task = task(name="train", cache_policy=NO_CACHE)(train.train_stage)
+train_task = task(name="train", cache_policy=NO_CACHE)(train_stage)
 
 
 def progress_reporter(settings: Settings, day: dt.date):
@@ -64,15 +63,27 @@ def progress_reporter(settings: Settings, day: dt.date):
 
 @flow(name="train", flow_run_name="train-{run_date}")
 def train_flow(
-    run_date: str,
+    run_date: dt.date,
     storage: str | None = None,
     train_max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Meta-train the model of `run_date` (warm start from the newest earlier checkpoint)
-    and save it under models/run_date=D/; returns a small summary."""
-    day = parse_date(run_date)
+    and save it under models/run_date=D/: the train deployment's entry point (GPU pool);
+    returns a small summary."""
     settings = settings_from(storage=storage, train_max_steps=train_max_steps)
-    lake = lake_from(settings.storage)
+    result = train_and_report(lake_from(settings.storage), run_date, settings)
+    return {
+        "run_date": run_date.isoformat(),
+        "checkpoint": result.checkpoint,
+        "device": result.device,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "best_metric": result.best_metric,
+    }
+
+
+def train_and_report(lake: Lake, day: dt.date, settings: Settings) -> TrainStageResult:
+    """The train task with its progress artifact, training-curve artifact and log line."""
     result = train_task(lake, day, settings, on_progress=progress_reporter(settings, day))
     artifacts.training(result)
     get_run_logger().info(
@@ -81,11 +92,4 @@ def train_flow(
         "n/a" if result.best_metric is None else f"{result.best_metric:.4f}",
         result.best_step, result.checkpoint,
     )  # fmt: skip
-    return {
-        "run_date": day.isoformat(),
-        "checkpoint": result.checkpoint,
-        "device": result.device,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "best_metric": result.best_metric,
-    }
+    return result

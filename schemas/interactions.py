@@ -3,9 +3,9 @@
 Grain of silver: one row per (user_id, item_id, event_type, ts); exact duplicates are
 dropped and counted, everything else that fails a rule is quarantined with its reason.
 
-The quality rules are declared here once, as data. `tasks/validate.py` compiles them both
-into row-level Polars predicates (which decide each row's fate) and into a Great
-Expectations suite (which validates the result and is kept as evidence).
+The quality rules are declared here once, as data: `tasks/validate/rules.py` compiles them
+into row-level Polars predicates (which decide each row's fate), `tasks/validate/gx.py`
+into a Great Expectations suite (which validates the result and is kept as evidence).
 """
 
 from __future__ import annotations

@@ -24,3 +24,15 @@ RECOMMENDATIONS = pa.schema(
         ("generated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+# What the score stage stages for the publish stage's audit (staging/recommendations):
+# the lists before the publish stage adds run_date, model, model_version, generated_at.
+SCORED = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int16()),
+        ("item_id", pa.string()),
+        ("score", pa.float32()),
+        ("user_segment", pa.string()),
+    ]
+)

@@ -1,8 +1,8 @@
 """The yardstick's datasets as (Interactions, SideFeatures), read in place.
 
-ML-100K and ml-latest-small come from ../shared/data through tasks/movielens.py's readers
+ML-100K and ml-latest-small come from ../shared/data through tasks/sources/movielens.py's readers
 (ML-100K is never copied into the repo); Last.fm 2K from its .dat files; the synthetic
-world from tasks/synth.py's generator, sampled in memory (no lake, no faults).
+world from tasks/sources/synth's generator, sampled in memory (no lake, no faults).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from tasks.learn.interactions import Interactions, SideFeatures
-from tasks.sources.movielens import _read_ml100k, _read_ml_latest
-from tasks.sources.synth import SynthParams, _build_world, _rng, _sample_events
+from tasks.sources.movielens import read_ml100k, read_ml_latest
+from tasks.sources.synth import SynthParams, build_world, rng_for, sample_events
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 LASTFM_MIN_LISTENERS = 3  # artists with fewer listeners are dropped (EASE stays dense)
@@ -37,10 +37,10 @@ def load_dataset(name: str, seed: int = 0, root: Path = SHARED) -> Dataset:
     """ml-100k | ml-latest-small | lastfm | synth; `seed` only matters for lastfm (the
     random order that stands in for time) and synth (the world)."""
     if name == "ml-100k":
-        ratings, users, items = _read_ml100k(root / "ml-100k")
+        ratings, users, items = read_ml100k(root / "ml-100k")
         return Dataset(name, _interactions(ratings, items), SideFeatures(users, items), True)
     if name == "ml-latest-small":
-        ratings, _, items = _read_ml_latest(root / "ml-latest-small")
+        ratings, _, items = read_ml_latest(root / "ml-latest-small")
         return Dataset(name, _interactions(ratings, items), SideFeatures(None, items), True)
     if name == "lastfm":
         return _lastfm(root / "hetrec2011-lastfm-2k", seed)
@@ -98,8 +98,8 @@ def _lastfm(folder: Path, seed: int) -> Dataset:
 def _synth(seed: int) -> Dataset:
     """A small synthetic world (true tastes known, users and items arriving over time)."""
     p = SynthParams(users=1500, items=600, days=28, events_per_day=2500, seed=seed)
-    world = _build_world(p, _rng(p, 0))
-    days = [_sample_events(world, p, t, _rng(p, 1, t)) for t in range(p.days)]
+    world = build_world(p, rng_for(p, 0))
+    days = [sample_events(world, p, t, rng_for(p, 1, t)) for t in range(p.days)]
     events = pl.concat(days)
     uid, iid = world.users["user_id"].to_numpy(), world.items["item_id"].to_numpy()
     # One interaction per (user, item): the first; event types collapse to "interaction".

@@ -1,5 +1,5 @@
 """The literature's user-cold-start protocol on ML-100K (MeLU / RecBole-MetaRec), with the
-rating model of tasks/models/rating.py and honest baselines run in the very same protocol.
+rating model of tasks/models/rating/ and honest baselines run in the very same protocol.
 
     python -m benchmarks.quality.melu --seeds 3
 
@@ -43,7 +43,7 @@ from tasks.models.rating import (
     support_user_bias,
     train_rating_model,
 )
-from tasks.sources.movielens import _read_ml100k
+from tasks.sources.movielens import read_ml100k
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 OUT = Path(__file__).resolve().parent
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    ratings, users, items = _read_ml100k(args.data)
+    ratings, users, items = read_ml100k(args.data)
     data = build_rating_data(ratings, users, items)
     cfg = RatingConfig()
     runs = []

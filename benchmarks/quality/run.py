@@ -32,9 +32,8 @@ import polars as pl
 
 from benchmarks.quality.data import load_dataset
 from tasks.learn.split import temporal_split
-from tasks.models.metalearner import MetaConfig
-from tasks.models.train import train_metalearner
-from tasks.serve.evaluate import (
+from tasks.models.metalearner import MetaConfig, train_metalearner
+from tasks.serve import (
     EVAL_SHOTS,
     BaselineConfigs,
     evaluate_models,

@@ -1,25 +1,23 @@
-"""The lake: where every table lives and how partitions are written.
+"""The lake: where every table lives and the only code that reads or writes its Parquet.
 
 This module is the only place that turns (table, partition) into a path. The root is a
 local directory or any fsspec URL (`file://`, `memory://`, `s3://`, ...). Each partition
 of a table is one Parquet file (zstd) `ROOT/<table>/<key>=<value>/part-0.parquet`,
 written to a hidden temporary name in the same folder and renamed into place, so a
 reader sees either the old partition or the new one, never half of one, and a rerun
-replaces the partition whole.
-
-Tables (see DESIGN.md): raw/interactions, bronze/interactions, silver/interactions,
-quarantine/interactions, gold/episodes, gold/recommendations, gold/metrics, gold/runs,
-gold/validation (GX results per batch), staging/recommendations, models.
+replaces the partition whole. Tables are declared in `schemas.tables`; a write is cast to
+its table's schema, so stored files match the contract exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
-import io
 import json
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from schemas.tables import BY_NAME, Table
 from tasks.lake.dates import parse_date
+from tasks.lake.parquet import PartitionWriter, parquet_bytes
 
 PART_FILE = "part-0.parquet"
 _TABLE_RE = re.compile(r"^[a-z_]+(/[a-z_]+)*$")
@@ -57,8 +57,9 @@ class Lake:
         return "file" in _protocols(self.fs)
 
     # ---- paths -------------------------------------------------------------------
-    def path(self, table: str, **partition: Any) -> str:
+    def path(self, table: Table | str, **partition: Any) -> str:
         """Folder of a table, or of one partition when `key=value` is given."""
+        table = str(table)
         if not _TABLE_RE.match(table):
             raise ValueError(f"invalid table name: {table!r}")
         parts = [self.base.rstrip("/"), table]
@@ -69,12 +70,12 @@ class Lake:
             parts.append(f"{key}={text}")
         return "/".join(parts)
 
-    def url(self, table: str, **partition: Any) -> str:
+    def url(self, table: Table | str, **partition: Any) -> str:
         """Like `path` but with the protocol, for engines that take URLs (DuckDB, Polars)."""
         p = self.path(table, **partition)
         return p if self.is_local else f"{_protocols(self.fs)[0]}://{p.lstrip('/')}"
 
-    def partition_file(self, table: str, **partition: Any) -> str:
+    def partition_file(self, table: Table | str, **partition: Any) -> str:
         return f"{self.path(table, **partition)}/{PART_FILE}"
 
     def relpath(self, path: str) -> str:
@@ -84,11 +85,12 @@ class Lake:
             raise ValueError(f"{path!r} is not under the lake root {self.base!r}")
         return path[len(base) :]
 
-    def exists(self, table: str, **partition: Any) -> bool:
+    def exists(self, table: Table | str, **partition: Any) -> bool:
         return self.fs.exists(self.partition_file(table, **partition))
 
-    def partitions(self, table: str, key: str = "dt") -> list[str]:
+    def partitions(self, table: Table | str, key: str | None = None) -> list[str]:
         """Sorted partition values of a table (`dt=2024-01-01` -> `2024-01-01`)."""
+        key = key or _first_key(table)
         folder = self.path(table)
         if not self.fs.exists(folder):
             return []
@@ -96,7 +98,7 @@ class Lake:
         names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
         return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
 
-    def files(self, table: str, **partition: Any) -> list[str]:
+    def files(self, table: Table | str, **partition: Any) -> list[str]:
         """Data files (not hidden, not temporary) directly under a table or partition."""
         folder = self.path(table, **partition)
         if not self.fs.exists(folder):
@@ -111,48 +113,66 @@ class Lake:
     # ---- Parquet partitions ------------------------------------------------------
     def write_partition(
         self,
-        table: str,
-        data: pl.DataFrame | pa.Table,
+        table: Table | str,
+        data: pl.DataFrame | pa.Table | Iterable[pl.DataFrame | pa.Table],
         schema: pa.Schema | None = None,
         **partition: Any,
     ) -> str:
         """Atomically write (or replace) one partition; returns the file path.
 
-        With `schema`, the data is cast to it (columns selected in its order), so stored
-        files match the table contract exactly (Polars exports large_string otherwise).
+        `data` is a frame or consecutive pieces of one (written row group by row group,
+        never concatenated). Each piece is cast to `schema`, else to the table's declared
+        schema (columns selected in its order), so stored files match the contract.
         """
-        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
-        if schema is not None:
-            arrow = arrow.select(schema.names).cast(schema)
-        target = self.partition_file(table, **partition)
-        buf = io.BytesIO()
-        pq.write_table(arrow, buf, compression="zstd")
-        self._atomic_put(target, buf.getvalue())
-        return target
+        schema = schema if schema is not None else _resolve(table).schema
+        pieces = [data] if isinstance(data, pl.DataFrame | pa.Table) else data
+        with self.partition_writer(table, schema, **partition) as writer:
+            for piece in pieces:
+                writer.write(piece)
+        return writer.path
 
-    def read_partition(self, table: str, **partition: Any) -> pl.DataFrame:
+    @contextlib.contextmanager
+    def partition_writer(
+        self, table: Table | str, schema: pa.Schema | None = None, **partition: Any
+    ) -> Iterator[PartitionWriter]:
+        """A writer of one partition, put in place atomically when the block ends (and
+        not at all when it raises)."""
+        writer = PartitionWriter(self.partition_file(table, **partition), schema)
+        yield writer
+        self._atomic_put(writer.path, writer.finish())
+
+    def write_parquet_file(
+        self, table: Table | str, name: str, data: pl.DataFrame | pa.Table, **partition: Any
+    ) -> str:
+        """Atomically write one named Parquet file (e.g. a raw landing file) as given."""
+        return self.write_file(table, name, parquet_bytes(data), **partition)
+
+    def read_partition(self, table: Table | str, **partition: Any) -> pl.DataFrame:
         """Read one partition (without the partition column)."""
         with self.fs.open(self.partition_file(table, **partition), "rb") as f:
             return pl.from_arrow(pq.read_table(f))
 
-    def delete_partition(self, table: str, **partition: Any) -> None:
+    def delete_partition(self, table: Table | str, **partition: Any) -> None:
         folder = self.path(table, **partition)
         if self.fs.exists(folder):
             self.fs.rm(folder, recursive=True)
 
     def scan(
         self,
-        table: str,
-        key: str = "dt",
+        table: Table | str,
+        key: str | None = None,
         values: list[str] | None = None,
         until: dt.date | None = None,
+        columns: list[str] | None = None,
     ) -> pl.DataFrame:
-        """Read a partitioned table in one pass, with the partition key as a Date column.
+        """Read the chosen partitions of a table in one pass, with the key as a Date column.
 
-        `values` keeps only those partitions; `until` keeps partitions with key <= until.
-        The key is typed explicitly, so readers never hit the large_string/string mismatch
-        of Hive keys stored as text (FIELD-NOTES).
+        Only the partitions asked for are opened: `values` keeps those, `until` keeps
+        partitions with key <= until; `columns` reads only those columns (the key is
+        always added). The key is typed explicitly, so readers never hit the
+        large_string/string mismatch of Hive keys stored as text (FIELD-NOTES).
         """
+        key = key or _first_key(table)
         chosen = self.partitions(table, key) if values is None else sorted(values)
         if until is not None:
             chosen = [v for v in chosen if parse_date(v) <= until]
@@ -167,8 +187,23 @@ class Lake:
             partitioning=pads.partitioning(pa.schema([(key, pa.string())]), flavor="hive"),
             partition_base_dir=self.path(table),
         )
-        frame = pl.from_arrow(dataset.to_table())
+        wanted = None if columns is None else [*columns, key]
+        frame = pl.from_arrow(dataset.to_table(columns=wanted))
         return frame.with_columns(pl.col(key).str.to_date())
+
+    def scan_lazy(self, table: Table | str, values: list[dt.date]) -> pl.LazyFrame:
+        """The partitions of `values` as one lazy frame with the key as a Date column, so
+        each pass decodes only the columns (and, prefiltered, the rows) it needs. Local
+        roots scan the files lazily; other stores read the partitions eagerly."""
+        key = _first_key(table)
+        files = {self.partition_file(table, **{key: v}): v for v in values}
+        if not self.is_local:
+            parts = [self.read_partition(table, **{key: v}).with_columns(pl.lit(v).alias(key))
+                     for v in values]  # fmt: skip
+            return pl.concat(parts).lazy() if parts else pl.LazyFrame()
+        frame = pl.scan_parquet(list(files), include_file_paths="_path", parallel="prefiltered")
+        day = pl.col("_path").replace_strict(files, return_dtype=pl.Date)
+        return frame.with_columns(day.alias(key)).drop("_path")
 
     # ---- small JSON documents (manifests, GX results, configs) -------------------
     def write_json(self, relpath: str, obj: Any) -> str:
@@ -188,7 +223,7 @@ class Lake:
         self._atomic_put(target, payload)
         return target
 
-    def write_file(self, table: str, name: str, payload: bytes, **partition: Any) -> str:
+    def write_file(self, table: Table | str, name: str, payload: bytes, **partition: Any) -> str:
         """Atomically write one named file (e.g. a raw landing file) under a table/partition."""
         if "/" in name or name.startswith((".", "_")):
             raise ValueError(f"invalid file name: {name!r}")
@@ -204,6 +239,19 @@ class Lake:
             f.write(payload)
         # Local: os.rename, atomic and replacing. Object stores: a copy, the best they offer.
         self.fs.mv(tmp, target)
+
+
+def _resolve(table: Table | str) -> Table:
+    if isinstance(table, Table):
+        return table
+    if table not in BY_NAME:
+        raise ValueError(f"unknown table {table!r}: tables are declared in schemas/tables.py")
+    return BY_NAME[table]
+
+
+def _first_key(table: Table | str) -> str:
+    keys = _resolve(table).keys
+    return keys[-1] if keys else "dt"
 
 
 def lake_from(storage: str | Path) -> Lake:

@@ -3,18 +3,9 @@
 Reads `silver/interactions/dt=*/` up to the run date (inclusive); writes
 `gold/episodes/run_date=D/part-0.parquet`.
 
-Table contract of gold/episodes (grain: one row per episode = (user_id, support_size)):
-  user_id          VARCHAR
-  episode_id       VARCHAR   `<user_id>:<support_size>`, unique within a run_date
-  support_size     INT       s, one of the configured sizes (1, 3, 5, 10, 20)
-  cut              INT       0-based position of the first query event in the user's history
-  n_events         INT       length of the user's time-ordered history
-  support_items    LIST<VARCHAR>    the s events just before the cut, oldest first
-  support_weights  LIST<DOUBLE>     their event values (null value -> 1.0)
-  support_ts       LIST<TIMESTAMP>  their times (UTC)
-  query_items      LIST<VARCHAR>    the next up to query_size events from the cut on
-  query_weights    LIST<DOUBLE>
-  query_ts         LIST<TIMESTAMP>
+Grain: one row per episode = (user_id, support_size); the columns are declared in
+schemas/tables.py (EPISODES): the `support_*` lists hold the s events just before the
+cut, oldest first, the `query_*` lists the next up to query_size events from the cut on.
 A user's history is every silver event ordered by (ts, item_id, event_type); support is
 therefore strictly earlier than query in that order (ties in ts are split by the order,
 never shared). A user with n events gets an episode for each size s < n. The cut is drawn
@@ -31,12 +22,11 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from schemas.tables import EPISODES
 from tasks.config import Settings
-from tasks.lake.dates import parse_date
 from tasks.lake.storage import Lake
 from tasks.learn.history import read_silver
 
-TABLE = "gold/episodes"
 SUPPORT_SIZES = (1, 3, 5, 10, 20)
 
 _EPISODES_SQL = """
@@ -116,15 +106,14 @@ def make_episodes(
     )
 
 
-def build_episodes(lake: Lake, run_date: str | dt.date, settings: Settings) -> EpisodesResult:
-    """Silver up to run_date -> gold/episodes/run_date=D/ (atomic, deterministic for the
+def build_episodes(lake: Lake, day: dt.date, settings: Settings) -> EpisodesResult:
+    """Silver up to `day` -> gold/episodes/run_date=D/ (atomic, deterministic for the
     seed in settings)."""
-    day = parse_date(run_date)
     silver = read_silver(lake, day)
     if silver.height == 0:
         raise ValueError(f"no silver interactions up to {day}")
     episodes = make_episodes(silver, SUPPORT_SIZES, query_size=20, seed=settings.seed)
-    path = lake.write_partition(TABLE, episodes, run_date=day)
+    path = lake.write_partition(EPISODES, episodes, run_date=day)
     per_size = episodes.group_by("support_size").len().sort("support_size")
     return EpisodesResult(
         path=path,

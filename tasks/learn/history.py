@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tasks.lake.dates import parse_date
+from schemas.tables import SILVER
+from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
-from tasks.learn.features import read_side_tables
 from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.learn.side_tables import read_side_tables
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,21 @@ class History:
     @property
     def now(self) -> dt.datetime:
         """The end of the run date (UTC): models treat it as the present."""
-        return dt.datetime.combine(self.run_date + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return end_of_day(self.run_date)
 
 
-def read_silver(lake: Lake, run_date: dt.date | str) -> pl.DataFrame:
+def read_silver(lake: Lake, run_date: dt.date) -> pl.DataFrame:
     """Every silver interaction landed up to run_date (inclusive), in one scan."""
-    frame = lake.scan("silver/interactions", until=parse_date(run_date))
+    frame = lake.scan(SILVER, until=run_date)
     return frame.drop("dt") if "dt" in frame.columns else frame
 
 
-def load_history(lake: Lake, run_date: dt.date | str) -> History:
+def load_history(lake: Lake, run_date: dt.date) -> History:
     """Silver interactions up to run_date plus side tables, over the run's vocabularies."""
-    run_date = parse_date(run_date)
     silver = read_silver(lake, run_date)
     if silver.is_empty():
         raise FileNotFoundError(
-            f"no silver interactions up to {run_date} under {lake.path('silver/interactions')}"
+            f"no silver interactions up to {run_date} under {lake.path(SILVER)}"
             " — run `metarec ingest` first"
         )
     side = read_side_tables(lake)

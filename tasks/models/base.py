@@ -45,7 +45,7 @@ class Recommender(ABC):
 
     def exploration_items(self) -> np.ndarray:
         """Catalogue indices of items offered the last slot of every list (items the model
-        can only place by their features); empty = none (tasks.score.ranked_lists)."""
+        can only place by their features); empty = none (tasks.serve.topk.ranked_lists)."""
         return np.zeros(0, np.int64)
 
     @abstractmethod

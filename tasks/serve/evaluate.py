@@ -1,7 +1,8 @@
-"""Offline evaluation: temporal split, full-catalogue metrics, and the champion gate.
+"""The evaluate stage: full-catalogue metrics of every model on the temporal holdout.
 
-Reads no table (the caller passes `Interactions` loaded from silver up to D); writes
-`gold/metrics/run_date=D/` (one row per model and user segment).
+Reads silver up to D (through `load_history`) and tonight's checkpoint
+`models/run_date=D/`; writes `gold/metrics/run_date=D/` (one row per model and user
+segment, the champion marked).
 
 Protocol (DESIGN.md): new users are the latest-arriving 20% of users (by first
 interaction); they are kept out of training and, at evaluation, a model sees only their
@@ -9,23 +10,22 @@ first n interactions (n = 1, 5, 10) and is scored on the rest. Warm users are sc
 their interactions after a time cutoff, from their history before it. Ranking is over the
 full catalogue (no sampled negatives), binary relevance, items in the given history are
 neither recommended nor counted as targets. The gate's holdout (`all`) pools the warm
-users and the new users with n = 5.
+users and the new users with n = 5 (`tasks.serve.gate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from schemas.tables import METRICS, MODELS
 from tasks.config import Settings
-from tasks.lake.dates import parse_date
 from tasks.lake.storage import Lake
+from tasks.learn.history import load_history
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.learn.metrics import (
     coverage,
@@ -36,19 +36,11 @@ from tasks.learn.metrics import (
 )
 from tasks.learn.split import Split, temporal_split
 from tasks.models.base import Recommender
-from tasks.models.baselines import (
-    BASELINES,
-    ALSConfig,
-    EASEConfig,
-    FeatureGroupPopularConfig,
-    ItemFeaturesConfig,
-    ItemKNNConfig,
-    MostPopularConfig,
-    RecentPopularConfig,
-)
+from tasks.models.metalearner import MetaLearner
+from tasks.serve.candidates import fit_baselines
+from tasks.serve.gate import POOLED, ChampionDecision, choose_champion
 from tasks.serve.topk import ranked_lists, top_k
 
-POOLED = "all"
 # The segments of the yardstick (benchmarks/quality) and of the nightly evaluate stage:
 # new users given their first n events (n = 0: side features alone), warm users, new items.
 EVAL_SHOTS = (0, 1, 3, 5, 10)
@@ -194,188 +186,23 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
-# ---- the gate ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ChampionDecision:
-    """Which model publishes tonight, and why (a sentence with the numbers)."""
-
-    model: str
-    published_from_candidate: bool
-    reason: str
-    metric: str
-    value: float  # the published model's metric on the holdout
-
-
-def choose_champion(
-    metrics: pl.DataFrame,
-    baseline: str = "most_popular",
-    candidate: str = "metalearner",
-    metric: str = "ndcg@10",
-    segment: str = POOLED,
-) -> ChampionDecision:
-    """The champion is the best model on the holdout by `metric`, with the gate: the
-    candidate publishes only if it strictly beats `baseline` AND every other model;
-    otherwise the best non-candidate model publishes (ties: by name)."""
-    seg = metrics.filter(pl.col("segment") == segment).select("model", metric)
-    values = {m: float(v) if v is not None else float("nan") for m, v in seg.iter_rows()}
-    if baseline not in values:
-        raise ValueError(f"baseline {baseline!r} has no {segment!r} row in the metrics")
-    base = values[baseline]
-    label = metric.upper().replace("RECALL", "Recall")
-    cand = values.get(candidate, float("nan"))
-    others = sorted(
-        ((v, m) for m, v in values.items() if m != candidate and not np.isnan(v)),
-        key=lambda t: (-t[0], t[1]),
-    )
-    best_value, best = others[0] if others else (base, baseline)
-    if cand > base and cand > best_value:  # NaN (missing or failed candidate) never passes
-        return ChampionDecision(
-            candidate,
-            True,
-            f"{candidate} {label} {cand:.3f} beats {baseline} {base:.3f} on the holdout "
-            f"({segment}); publishing {candidate}",
-            metric,
-            cand,
-        )
-    if candidate not in values:
-        verdict = f"{candidate} has no metrics (not trained, or it failed)"
-    elif not cand > base:
-        verdict = f"{candidate} {label} {cand:.3f} does not beat {baseline} {base:.3f}"
-    else:
-        verdict = f"{candidate} {label} {cand:.3f} beats {baseline} {base:.3f} but not {best}"
-
-    return ChampionDecision(
-        best,
-        False,
-        f"{verdict} on the holdout ({segment}); publishing {best} "
-        f"(best baseline, {best_value:.3f})",
-        metric,
-        best_value,
-    )
-
-
-# ---- baselines: defaults, fitting, tuning ----------------------------------------------------
-@dataclass(frozen=True)
-class BaselineConfigs:
-    """Hyperparameters of every baseline (defaults: see each config's comments)."""
-
-    most_popular: MostPopularConfig = field(default_factory=MostPopularConfig)
-    recent_popular: RecentPopularConfig = field(default_factory=RecentPopularConfig)
-    ease: EASEConfig = field(default_factory=EASEConfig)
-    item_knn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
-    als: ALSConfig = field(default_factory=ALSConfig)
-    feature_group_popular: FeatureGroupPopularConfig = field(
-        default_factory=FeatureGroupPopularConfig
-    )
-    item_features: ItemFeaturesConfig = field(default_factory=ItemFeaturesConfig)
-
-
-def fit_baselines(
-    train: Interactions,
-    side: SideFeatures | None,
-    now: dt.datetime,
-    configs: BaselineConfigs | None = None,
-    names: tuple[str, ...] | None = None,
-) -> dict[str, Recommender]:
-    """Fit every baseline (or those in `names`); feature_group_popular only with user
-    features, item_features only with item features.
-
-    EASE and ItemKNN are skipped (not failed) when the catalogue exceeds their max_items.
-    """
-    side = side or SideFeatures()
-    configs = configs or BaselineConfigs()
-    chosen = names or tuple(BASELINES)
-    out: dict[str, Recommender] = {}
-    for name in chosen:
-        if name == "feature_group_popular" and names is None and side.users is None:
-            continue
-        if name == "item_features" and names is None and side.items is None:
-            continue
-        cfg = getattr(configs, name)
-        if name in ("ease", "item_knn") and train.n_items > cfg.max_items:
-            continue
-        out[name] = BASELINES[name](cfg).fit(train, side, now)
-    return out
-
-
-@dataclass(frozen=True)
-class TuningGrid:
-    """Small documented grids (a few dozen fits on ML-100K)."""
-
-    ease_l2: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0)
-    als_factors: tuple[int, ...] = (32, 64, 128)
-    als_regularization: tuple[float, ...] = (0.01, 0.1)
-    als_alpha: tuple[float, ...] = (1.0, 10.0, 40.0)
-    recent_window_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)
-    recent_half_life_days: tuple[float | None, ...] = (None,)
-    knn_neighbors: tuple[int, ...] = (50, 200)
-
-
-def tune_baselines(
-    split: Split,
-    grid: TuningGrid | None = None,
-    side: SideFeatures | None = None,
-    metric: str = "ndcg@10",
-) -> tuple[BaselineConfigs, pl.DataFrame]:
-    """Grid-search each baseline on a validation split; best config per model by `metric`
-    on the pooled holdout.
-
-    Pass a validation split built from training data only (e.g.
-    `temporal_split(test_split.train)`), never the split used to report results.
-
-    Returns:
-        (best configs, table: model, config (JSON), users and metrics of each grid point).
-    """
-    grid = grid or TuningGrid()
-    candidates: dict[str, list] = {
-        "recent_popular": [
-            RecentPopularConfig(w, h)
-            for w, h in itertools.product(grid.recent_window_days, grid.recent_half_life_days)
-        ],
-        "ease": [dataclasses.replace(EASEConfig(), l2=l2) for l2 in grid.ease_l2],
-        "item_knn": [
-            dataclasses.replace(ItemKNNConfig(), k_neighbors=k) for k in grid.knn_neighbors
-        ],
-        "als": [
-            dataclasses.replace(ALSConfig(), factors=f, regularization=r, alpha=a)
-            for f, r, a in itertools.product(
-                grid.als_factors, grid.als_regularization, grid.als_alpha
-            )
-        ],
-    }
-    best = BaselineConfigs()
-    tables = []
-    for name, configs in candidates.items():
-        scores = []
-        for cfg in configs:
-            model = BASELINES[name](cfg).fit(split.train, side or SideFeatures(), split.cutoff)
-            row = evaluate_models({name: model}, split, side).filter(pl.col("segment") == POOLED)
-            tables.append(
-                row.with_columns(pl.lit(json.dumps(dataclasses.asdict(cfg))).alias("config"))
-            )
-            scores.append(row[metric][0])
-        best = dataclasses.replace(best, **{name: configs[int(np.nanargmax(scores))]})
-    return best, pl.concat(tables).select("model", "config", pl.exclude("model", "config"))
-
-
-# ---- output ----------------------------------------------------------------------------------
 def write_metrics(
     lake: Lake,
-    run_date: dt.date | str,
+    run_date: dt.date,
     metrics: pl.DataFrame,
     champion: ChampionDecision | None = None,
 ) -> str:
     """Write `gold/metrics/run_date=D/` (columns run_date, model, segment, users,
     recall_at_20, ndcg_at_10, coverage, novelty, is_champion); returns the file path."""
-    day = parse_date(run_date)
+    # `@` is not a portable column-name character in SQL engines: recall@20 -> recall_at_20.
     frame = metrics.rename({c: c.replace("@", "_at_") for c in metrics.columns if "@" in c})
     if "is_champion" not in frame.columns:
         chosen = champion.model if champion is not None else None
         frame = frame.with_columns((pl.col("model") == pl.lit(chosen)).alias("is_champion"))
     frame = frame.with_columns(
-        pl.lit(day).alias("run_date"), pl.col("is_champion").fill_null(False)
+        pl.lit(run_date).alias("run_date"), pl.col("is_champion").fill_null(False)
     ).select("run_date", pl.exclude("run_date"))
-    return lake.write_partition("gold/metrics", frame, run_date=day)
+    return lake.write_partition(METRICS, frame, run_date=run_date)
 
 
 # ---- the nightly evaluate stage --------------------------------------------------------
@@ -392,27 +219,24 @@ class EvaluateStageResult:
     table: list[dict]  # one row per (model, segment), as written to gold/metrics
 
 
-def evaluate_stage(lake: Lake, run_date: dt.date | str, settings: Settings) -> EvaluateStageResult:
+def evaluate_stage(lake: Lake, run_date: dt.date, settings: Settings) -> EvaluateStageResult:
     """Fit the baselines on the split's training part, evaluate them beside tonight's
     meta-learner (models/run_date=D, trained on the same part) on the holdout, choose the
     champion through the gate, and write `gold/metrics/run_date=D/`."""
-    from tasks.learn.history import load_history
-    from tasks.models.metalearner import MetaLearner
-
-    day = parse_date(run_date)
-    history = load_history(lake, day)
+    history = load_history(lake, run_date)
     split = temporal_split(history.interactions, n_values=EVAL_SHOTS, new_items=True)
     models = fit_baselines(split.train, history.side, split.cutoff)
-    checkpoint = lake.url("models", run_date=day)
-    if lake.fs.exists(f"{lake.path('models', run_date=day)}/model.pt"):
-        models["metalearner"] = MetaLearner.load(checkpoint)
+    # Without tonight's checkpoint the candidate has no metrics: the gate says so and the
+    # best baseline publishes.
+    if lake.fs.exists(f"{lake.path(MODELS, run_date=run_date)}/model.pt"):
+        models["metalearner"] = MetaLearner.load(lake.url(MODELS, run_date=run_date))
     metrics = evaluate_models(models, split, history.side)
     decision = choose_champion(metrics)
-    path = write_metrics(lake, day, metrics, champion=decision)
+    path = write_metrics(lake, run_date, metrics, champion=decision)
     return EvaluateStageResult(
-        run_date=day,
+        run_date=run_date,
         path=path,
         cutoff=split.cutoff,
         decision=decision,
-        table=lake.read_partition("gold/metrics", run_date=day).to_dicts(),
+        table=lake.read_partition(METRICS, run_date=run_date).to_dicts(),
     )

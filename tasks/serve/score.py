@@ -14,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from schemas.tables import MODELS, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
-from tasks.lake.dates import parse_date
+from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
+from tasks.learn.history import load_history
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.models.base import Recommender
+from tasks.models.metalearner import MetaLearner
+from tasks.serve.candidates import fit_baselines
 from tasks.serve.topk import ranked_lists
 
 
@@ -82,7 +86,7 @@ def _strings(values: np.ndarray) -> pl.Series:
 
 
 def assign_segments(
-    histories: Interactions, run_date: dt.date | str, new_user_days: int = 30
+    histories: Interactions, run_date: dt.date, new_user_days: int = 30
 ) -> np.ndarray:
     """Segment of every user of `histories` on `run_date` (an array of str).
 
@@ -90,9 +94,7 @@ def assign_segments(
     interaction within `new_user_days` days before the end of run_date (UTC); `warm`:
     everyone else.
     """
-    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    cutoff = int(end.timestamp()) - new_user_days * 86_400
+    cutoff = int(end_of_day(run_date).timestamp()) - new_user_days * 86_400
     first = np.full(histories.n_users, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, histories.user, histories.ts.astype(np.int64))
     counts = np.bincount(histories.user, minlength=histories.n_users)
@@ -100,8 +102,6 @@ def assign_segments(
 
 
 # ---- the nightly score stage -----------------------------------------------------------
-
-STAGING_TABLE = "staging/recommendations"
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class ScoreStageResult:
 
 
 def score_stage(
-    lake: Lake, run_date: dt.date | str, settings: Settings, model_name: str
+    lake: Lake, run_date: dt.date, settings: Settings, model_name: str
 ) -> ScoreStageResult:
     """Top-K for every user known up to run_date (history or raw/users) from `model_name`.
 
@@ -128,31 +128,26 @@ def score_stage(
     publish stage, which checks the contract before anything becomes visible
     (write-audit-publish: readers never see an unchecked table).
     """
-    from tasks.learn.history import load_history
-    from tasks.models.metalearner import MetaLearner
-
-    day = parse_date(run_date)
-    history = load_history(lake, day)
-    folder = lake.path("models", run_date=day)
+    history = load_history(lake, run_date)
+    folder = lake.path(MODELS, run_date=run_date)
     if model_name == "metalearner":
-        model = MetaLearner.load(lake.url("models", run_date=day))
+        model = MetaLearner.load(lake.url(MODELS, run_date=run_date))
     else:
-        from tasks.serve.evaluate import fit_baselines
-
         model = fit_baselines(history.interactions, history.side, history.now,
                               names=(model_name,))[model_name]  # fmt: skip
         if lake.is_local:  # baselines save to local folders only
             model.save(Path(f"{folder}/{model_name}"))
-    segments = assign_segments(history.interactions, day)
+    segments = assign_segments(history.interactions, run_date)
     recs = recommend(model, history.interactions, history.side, settings.top_k, segments,
                      block_users=settings.score_block_users)  # fmt: skip
-    path = lake.write_partition(STAGING_TABLE, recs, run_date=day, model=model_name)
+    path = lake.write_partition(STAGING_RECOMMENDATIONS, recs, run_date=run_date,
+                                model=model_name)  # fmt: skip
     names, counts = np.unique(segments, return_counts=True)
     return ScoreStageResult(
-        run_date=day,
+        run_date=run_date,
         staged_path=path,
         model=model_name,
-        model_version=f"{model_name}@{day.isoformat()}",
+        model_version=f"{model_name}@{run_date.isoformat()}",
         users=int(recs["user_id"].n_unique()),
         rows=recs.height,
         segments={str(n): int(c) for n, c in zip(names, counts, strict=True)},

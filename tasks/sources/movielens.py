@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas.interactions import RAW_COLUMNS
+from schemas.tables import RAW_INTERACTIONS, RAW_ITEMS, RAW_USERS
 from tasks.lake.storage import Lake
 
 ML_100K = "ml-100k"
@@ -60,7 +59,8 @@ class ImportResult:
 
 def bundled_sample_path() -> Path:
     """The ml-latest-small copy shipped with the repo (gzip'd CSVs + its README/license)."""
-    return Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
+    # This file is tasks/sources/movielens.py; the copy lives at the repo's data/.
+    return Path(__file__).resolve().parents[2] / "data" / "ml-latest-small"
 
 
 def detect_flavour(source: Path) -> str:
@@ -89,14 +89,14 @@ def import_movielens(source: Path, lake: Lake) -> ImportResult:
     source = Path(source)
     flavour = detect_flavour(source)
     if flavour == ML_100K:
-        ratings, users, items = _read_ml100k(source)
+        ratings, users, items = read_ml100k(source)
     else:
-        ratings, users, items = _read_ml_latest(source)
+        ratings, users, items = read_ml_latest(source)
 
     files = write_interactions(lake, ratings, flavour)
     if users is not None:
-        files.append(lake.write_file("raw/users", "users.parquet", parquet_bytes(users)))
-    files.append(lake.write_file("raw/items", "items.parquet", parquet_bytes(items)))
+        files.append(lake.write_parquet_file(RAW_USERS, "users.parquet", users))
+    files.append(lake.write_parquet_file(RAW_ITEMS, "items.parquet", items))
 
     days = ratings.select(pl.from_epoch("ts", time_unit="s").dt.date().alias("d"))["d"]
     return ImportResult(
@@ -155,14 +155,19 @@ def write_interactions(lake: Lake, ratings: pl.DataFrame, name: str) -> list[str
         lo = int(ends[first - 1]) if first else 0
         payload = gzip.compress(header + body[lo : int(ends[last - 1])], mtime=0)
         day = days[first].item()
-        written.append(lake.write_file("raw/interactions", f"{name}.csv.gz", payload, dt=day))
+        written.append(lake.write_file(RAW_INTERACTIONS, f"{name}.csv.gz", payload, dt=day))
     return written
 
 
 # ---- readers -----------------------------------------------------------------------
 
 
-def _read_ml100k(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def read_ml100k(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """ML-100K in memory as (ratings, users, items), nothing written.
+
+    ratings: user_id, item_id (strings), value (float), ts (epoch seconds); users:
+    user_id, age, gender, occupation, zip_region; items: item_id, title, genres, year.
+    """
     ratings = pl.read_csv(
         source / "u.data",
         separator="\t",
@@ -217,7 +222,12 @@ def _read_ml100k(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame
     return ratings, users, items
 
 
-def _read_ml_latest(source: Path) -> tuple[pl.DataFrame, None, pl.DataFrame]:
+def read_ml_latest(source: Path) -> tuple[pl.DataFrame, None, pl.DataFrame]:
+    """ml-latest-small in memory as (ratings, None, items), nothing written.
+
+    ratings as for `read_ml100k` (there are no user features); items: item_id, title,
+    genres, year and, when tags.csv is there, tags (lowercased, sorted, `|`-joined).
+    """
     ratings = _read_csv(source, "ratings.csv").select(
         pl.col("userId").cast(pl.String).alias("user_id"),
         pl.col("movieId").cast(pl.String).alias("item_id"),
@@ -269,18 +279,3 @@ def _read_csv(source: Path, name: str) -> pl.DataFrame:
     if path.suffix == ".gz":
         data = gzip.decompress(data)
     return pl.read_csv(io.BytesIO(data))
-
-
-def parquet_bytes(data: pl.DataFrame | pa.Table) -> bytes:
-    """A deterministic zstd Parquet file of a frame, with plain (not large) strings."""
-    # Polars exports large_string; plain strings keep every reader's types in agreement.
-    table = data.to_arrow() if isinstance(data, pl.DataFrame) else data
-    schema = pa.schema(
-        [
-            pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
-            for f in table.schema
-        ]
-    )
-    buf = io.BytesIO()
-    pq.write_table(table.cast(schema), buf, compression="zstd")
-    return buf.getvalue()

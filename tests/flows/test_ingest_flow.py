@@ -1,0 +1,113 @@
+"""flows/ingest.py end to end under the Prefect test harness: ML-100K (every row clean),
+a synthetic dirty run whose quarantine matches the generator's manifest exactly, a failing
+date that does not stop the others, and idempotent reruns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.ingest import ingest_flow
+from tasks.lake.storage import Lake
+from tasks.sources.movielens import import_movielens
+from tasks.sources.synth import SynthParams, generate
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py
+
+
+def _assert_accounted(lake: Lake, s: dict) -> None:
+    """raw = silver + quarantined + duplicates, in the summary, gold/runs and the partitions."""
+    day = dt.date.fromisoformat(s["date"])
+    quarantined = sum(s["quarantined"].values())
+    assert s["raw_rows"] == s["silver_rows"] + quarantined + s["duplicates"]
+    assert lake.read_partition("bronze/interactions", dt=day).height == s["raw_rows"]
+    assert lake.read_partition("silver/interactions", dt=day).height == s["silver_rows"]
+    q_table = "quarantine/interactions"
+    q_rows = lake.read_partition(q_table, dt=day).height if lake.exists(q_table, dt=day) else 0
+    assert q_rows == quarantined
+    run = lake.read_partition("gold/runs", stage="validate", dt=day).row(0, named=True)
+    assert (run["run_date"], run["raw_rows"], run["silver_rows"]) == (
+        day, s["raw_rows"], s["silver_rows"]
+    )  # fmt: skip
+    assert (run["quarantined_rows"], run["duplicates"]) == (quarantined, s["duplicates"])
+
+
+def _run(lake: Lake, start: str, end: str) -> tuple[bool, list[dict]]:
+    state = ingest_flow(storage=lake.root, start=start, end=end, return_state=True)
+    return state.is_completed(), state.result(raise_on_failure=False)
+
+
+@pytest.mark.slow
+def test_movielens_100k_all_rows_clean(shared_data: Path, lake_root: str) -> None:
+    lake = Lake(lake_root)
+    imported = import_movielens(shared_data / "ml-100k", lake)
+    ok, summaries = _run(lake, str(imported.first_date), str(imported.last_date))
+    assert ok
+    # Only dates with raw files are visited (ML-100K has days without ratings).
+    assert len(summaries) == imported.dates < (imported.last_date - imported.first_date).days + 1
+    silver = lake.scan("silver/interactions")
+    assert silver.height == 100_000
+    assert sum(s["silver_rows"] for s in summaries) == 100_000
+    assert all(sum(s["quarantined"].values()) == 0 and s["duplicates"] == 0 for s in summaries)
+    assert silver.select(pl.struct("user_id", "item_id").n_unique()).item() == 100_000
+    assert silver["value"].is_between(1, 5).all()
+    for s in summaries[:: len(summaries) // 10]:  # a spread of dates, each exactly
+        _assert_accounted(lake, s)
+
+
+def test_synthetic_dirty_run_matches_the_manifest(
+    lake_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_MAX_BAD_SHARE", "0.2")
+    lake = Lake(lake_root)
+    params = SynthParams(users=300, items=200, days=3, events_per_day=3000, dirty_rate=0.05)
+    generate(lake, params)
+    manifest = lake.read_json("raw/_synth_manifest.json")
+    days = [d["date"] for d in manifest["days"]]
+    ok, summaries = _run(lake, days[0], days[-1])
+    assert ok
+    corrupt_seen = 0
+    for expected, got in zip(manifest["days"], summaries, strict=True):
+        assert got["date"] == expected["date"]
+        assert got["raw_rows"] == expected["rows_written"]
+        assert got["silver_rows"] == expected["clean_rows"]
+        assert got["duplicates"] == expected["duplicates"]
+        want = {k: v for k, v in expected["quarantine"].items() if v}
+        assert got["quarantined"] == want
+        assert [tuple(c) for c in got["corrupt_files"]] == [
+            (c["file"], c["reason"]) for c in expected["corrupt_files"]
+        ]
+        assert sorted(got["unknown_columns"]) == sorted(expected["unknown_column_files"])
+        corrupt_seen += len(expected["corrupt_files"])
+        _assert_accounted(lake, got)
+    assert corrupt_seen >= 1  # the run did exercise an unreadable file
+
+    # Idempotent: a second run skips every ingest and validation, silver stays row for row.
+    before = lake.scan("silver/interactions")
+    ok2, again = _run(lake, days[0], days[-1])
+    assert ok2 and all(s["ingest_skipped"] and s["validate_skipped"] for s in again)
+    after = lake.scan("silver/interactions")
+    assert after.equals(before)
+
+
+def test_a_failing_date_is_reported_and_the_others_go_on(lake_root: str) -> None:
+    lake = Lake(lake_root)
+    good = b"user_id,item_id,ts\nu1,i1,2024-01-01T10:00:00Z\n"
+    lake.write_bytes("raw/interactions/dt=2024-01-01/a.csv", good)
+    lake.write_bytes("raw/interactions/dt=2024-01-02/a.csv", b"user_id,item_id,ts\n" + b"x\n" * 9)
+    lake.write_bytes("raw/interactions/dt=2024-01-03/a.csv", good.replace(b"01T", b"03T"))
+    ok, summaries = _run(lake, "2024-01-01", "2024-01-03")
+    assert not ok
+    assert [s["status"] for s in summaries] == ["ok", "failed", "ok"]
+    assert "PartitionQualityError" in summaries[1]["error"]
+    assert "malformed_line=9" in summaries[1]["error"]
+    assert lake.exists("silver/interactions", dt=dt.date(2024, 1, 3))
+    assert not lake.exists("silver/interactions", dt=dt.date(2024, 1, 2))
+    _assert_accounted(lake, summaries[0])
+    run = lake.read_partition("gold/runs", stage="validate", dt=dt.date(2024, 1, 2)).row(
+        0, named=True
+    )
+    assert (run["status"], run["quarantined_rows"], run["silver_rows"]) == ("failed", 9, 0)

@@ -1,0 +1,142 @@
+"""Scoring: recommend() on ML-100K histories with a random-factor stand-in model, user
+segments, and the score stage staging a baseline's lists on a lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from schemas.interactions import SILVER as SILVER_SCHEMA
+from schemas.recommendations import SCORED
+from schemas.tables import MODELS, SILVER, STAGING_RECOMMENDATIONS
+from tasks.config import Settings
+from tasks.lake.dates import end_of_day
+from tasks.lake.storage import Lake
+from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.serve.score import assign_segments, recommend, score_stage
+from tests.serve.fakes import Exploring, RandomFactors
+
+K = 10
+
+
+def test_recommend_contract_on_ml100k(histories: Interactions) -> None:
+    model = RandomFactors(histories.item_ids)
+    recs = recommend(model, histories, SideFeatures(), K, segments=None, block_users=128)
+
+    assert recs.columns == ["user_id", "rank", "item_id", "score"]
+    assert recs.schema["rank"] == pl.Int16 and recs.schema["score"] == pl.Float32
+    assert recs.schema["user_id"] == pl.String and recs.schema["item_id"] == pl.String
+    # Every user (zero-shot ones too) has K rows ranked 1..K, best first.
+    per_user = recs.group_by("user_id").agg(
+        pl.len().alias("n"), pl.col("rank").sort().alias("ranks"), pl.col("score").alias("s")
+    )
+    assert set(per_user["user_id"]) == set(histories.user_ids)
+    assert (per_user["n"] == K).all()
+    assert per_user["ranks"].to_list() == [list(range(1, K + 1))] * per_user.height
+    ordered = recs.sort("user_id", "rank")
+    assert ordered.group_by("user_id").agg(pl.col("score").diff().max() <= 0)["score"].all()
+    # No seen item: the semi-join against the histories keeps nothing.
+    seen = pl.DataFrame(
+        {
+            "user_id": histories.user_ids[histories.user],
+            "item_id": histories.item_ids[histories.item],
+        }
+    ).unique()
+    assert recs.join(seen, on=["user_id", "item_id"], how="semi").height == 0
+    # Scores are the model's dot products.
+    u = {uid: i for i, uid in enumerate(histories.user_ids)}
+    i = {iid: j for j, iid in enumerate(histories.item_ids)}
+    sample = recs.sample(200, seed=0)
+    uf = model.user_factors(histories, SideFeatures())[[u[x] for x in sample["user_id"]]]
+    itf = model.item_factors()[[i[x] for x in sample["item_id"]]]
+    np.testing.assert_allclose((uf * itf).sum(1), sample["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_recommend_with_segments(histories: Interactions) -> None:
+    last = dt.datetime.fromtimestamp(int(histories.ts.max()), dt.UTC).date()
+    segments = assign_segments(histories, last, new_user_days=30)
+    recs = recommend(RandomFactors(histories.item_ids), histories, SideFeatures(), 5, segments)
+    assert recs.columns[-1] == "user_segment"
+    got = dict(recs.select("user_id", "user_segment").unique().iter_rows())
+    assert got == dict(zip(histories.user_ids, segments, strict=True))
+
+
+def test_every_published_list_shows_a_new_item(histories: Interactions) -> None:
+    model = Exploring(histories.item_ids)
+    rec = recommend(model, histories, SideFeatures(), K)
+    new = histories.item_ids[np.arange(10)]
+    per_user = rec.group_by("user_id").agg(pl.col("item_id").is_in(new).any())
+    assert per_user.height == histories.n_users and per_user["item_id"].all()
+
+
+def test_recommend_rejects_a_foreign_catalogue(histories: Interactions) -> None:
+    model = RandomFactors(histories.item_ids[::-1].copy())
+    with pytest.raises(ValueError, match="catalogue"):
+        recommend(model, histories, SideFeatures(), K, None, None)
+
+
+def test_assign_segments_on_ml100k(histories: Interactions) -> None:
+    last = dt.datetime.fromtimestamp(int(histories.ts.max()), dt.UTC).date()
+    segments = assign_segments(histories, last, new_user_days=30)
+
+    assert segments.shape == (histories.n_users,)
+    by_user = dict(zip(histories.user_ids, segments, strict=True))
+    assert by_user["zs1"] == by_user["zs2"] == "cold_zero_shot"
+    # Cross-check with Polars: first interaction within 30 days before the end of run_date.
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    assert end == end_of_day(last)
+    first = (
+        pl.DataFrame({"u": histories.user, "ts": histories.ts})
+        .group_by("u")
+        .agg(pl.col("ts").min())
+        .with_columns(new=pl.col("ts") >= int(end.timestamp()) - 30 * 86_400)
+    )
+    expected = np.full(histories.n_users, "cold_zero_shot", dtype=object)
+    expected[first["u"].to_numpy()] = np.where(first["new"].to_numpy(), "new", "warm")
+    assert (segments == expected).all()
+    assert {"new", "warm"} <= set(segments)  # ML-100K has both on its last day
+    # A later run date turns today's new users warm.
+    later = assign_segments(histories, last + dt.timedelta(days=400))
+    assert set(later) == {"warm", "cold_zero_shot"}
+
+
+def test_score_stage_stages_a_baseline(tmp_path: Path, shared_data: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    day = dt.date(1998, 4, 22)  # ML-100K's last day
+    ratings = pl.read_csv(
+        shared_data / "ml-100k" / "u.data",
+        separator="\t",
+        has_header=False,
+        new_columns=["user_id", "item_id", "value", "ts"],
+        schema_overrides={"user_id": pl.String, "item_id": pl.String},
+    )
+    silver = ratings.with_columns(
+        pl.from_epoch("ts", "s").dt.replace_time_zone("UTC"),
+        pl.col("value") * 1.0,
+        event_type=pl.lit("rating"),
+        source_file=pl.lit("u.data"),
+        source_line=pl.int_range(1, pl.len() + 1),
+    ).select(SILVER_SCHEMA.names)
+    lake.write_partition(SILVER, silver, dt=day)
+    settings = Settings(storage=lake.root, top_k=K)
+
+    result = score_stage(lake, day, settings, "most_popular")
+
+    staged = lake.partition_file(STAGING_RECOMMENDATIONS, run_date=day, model="most_popular")
+    assert result.staged_path == staged
+    assert result.model_version == "most_popular@1998-04-22"
+    assert result.users == 943 and result.rows == 943 * K
+    assert sum(result.segments.values()) == 943 and set(result.segments) <= {"new", "warm"}
+    frame = lake.read_partition(STAGING_RECOMMENDATIONS, run_date=day, model="most_popular")
+    assert frame.to_arrow().schema.names == SCORED.names
+    assert frame.schema["rank"] == pl.Int16 and frame.schema["score"] == pl.Float32
+    # Popularity: the same best unseen items for everyone, so item "50" (Star Wars, the
+    # most rated) tops the list of every user who has not rated it.
+    top = frame.filter(pl.col("rank") == 1)["item_id"].value_counts(sort=True)
+    assert top["item_id"][0] == "50"
+    # The refitted baseline is saved beside tonight's model.
+    assert Path(lake.path(MODELS, run_date=day), "most_popular").is_dir()

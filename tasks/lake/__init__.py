@@ -1,0 +1,11 @@
+"""The lake layer: storage, table paths, dates, stamps. Every other stage stands on it.
+
+Reads and writes any table declared in `schemas.tables`, under a local folder or fsspec
+URL. `Lake` is the only code that reads or writes Parquet; `stamps` is the one "skip if
+unchanged" mechanism; `dates` parses run dates once, at the edge.
+"""
+
+from tasks.lake.dates import date_range, end_of_day, parse_date
+from tasks.lake.storage import Lake, lake_from
+
+__all__ = ["Lake", "date_range", "end_of_day", "lake_from", "parse_date"]

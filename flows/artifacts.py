@@ -1,7 +1,9 @@
 """Prefect artifacts for the nightly run: one per stage, each with a stable key.
 
 Rendering only: every function takes a stage's result record (tasks/*) and turns it into a
-table, markdown or link artifact, so a run can be read from the Prefect UI alone.
+table, markdown or link artifact, so a run can be read from the Prefect UI alone. The UI
+is outside the serving path: no artifact carries a real user id (the publish preview comes
+with pseudonyms, docs/privacy.md), only counts, models and metrics.
 """
 
 from __future__ import annotations
@@ -69,24 +71,35 @@ def evaluation(result: Any) -> None:
     create_table_artifact(
         key="metarec-evaluation",
         table=rows,
-        description=f"Full-catalogue holdout after {result.cutoff:%Y-%m-%d %H:%M} UTC",
+        description=f"Full-catalogue holdout: models fitted on what was known at "
+        f"{result.cutoff:%Y-%m-%d %H:%M} UTC, scored on the {result.horizon_days} days after",
     )
+    gate = result.gate
+    lines = [
+        f"| `{seg}` | {result.holdout_users.get(seg, 0)} | `{gate.model_for(seg)}` | "
+        f"{gate.reasons.get(seg, 'no holdout users: the pooled choice')} |"
+        for seg in sorted({*result.holdout_users, *gate.reasons})
+    ]
     create_markdown_artifact(
         key="metarec-gate",
-        markdown=f"### Quality gate\n\n**Published model: `{result.decision.model}`**\n\n"
-        f"{result.decision.reason}\n",
-        description="Which model publishes tonight, and why",
+        markdown="### Quality gate, per segment\n\n"
+        f"**Published models: {', '.join(f'`{m}`' for m in gate.models)}**\n\n"
+        "| segment | holdout users | serves it | why |\n|---|---:|---|---|\n"
+        + "\n".join(lines)
+        + f"\n\nPooled holdout (and segments with too few users): {gate.pooled.reason}\n",
+        description="Which model serves which users tonight, and why",
     )
 
 
 def published(result: Any, lake: Lake) -> None:
-    """A preview of the published table and a link to its partition."""
+    """A preview of the published table (user ids as pseudonyms) and a link to its
+    partition."""
     create_table_artifact(
         key="metarec-recommendations",
         table=result.preview,
         description=(
             f"{result.rows} rows for {result.users} users from `{result.model}` "
-            f"({result.model_version}); first rows"
+            f"({result.model_version}); first rows, user ids pseudonymised"
         ),
     )
     create_link_artifact(

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from flows import commands
+from flows import commands, housekeeping
 from flows.commands import UserError
 
 # Telemetry off and a patient temporary API server unless the user says otherwise. Set
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except UserError as exc:
         print(f"metarec: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2, or 75 when another run holds the lake (LakeBusy)
     except KeyboardInterrupt:
         print("metarec: interrupted", file=sys.stderr)
         return 130
@@ -149,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", required=True, help="metarec-cpu (data) or metarec-gpu (training)")
     p.add_argument("--limit", type=_positive, help="flow runs at once (metarec-gpu: 1)")
     p.add_argument("--api-url", help="Prefect API (default $PREFECT_API_URL, then :4200)")
+
+    p = add("gc", housekeeping.gc, "delete partitions past their retention (retain_days_*)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    p.add_argument("--date", type=_date, help="the day ages are counted from (default: today UTC)")
+
+    p = add("forget", housekeeping.forget, "erase one user from every table and model input")
+    p.add_argument("--user", required=True, help="the user id, as landed in raw files")
+    p.add_argument(
+        "--keep-models", action="store_true", help="keep checkpoints trained on their events"
+    )
 
     p = add("sql", commands.sql, "query the warehouse with DuckDB (-c QUERY, or a shell)")
     p.add_argument("-c", "--command", help="run one query and exit")

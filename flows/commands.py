@@ -9,14 +9,26 @@ costs seconds, and `metarec --help` or a typo should answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the lake; try again later
 
 
 class UserError(Exception):
     """A problem the user can fix (bad argument, missing input); printed without traceback."""
+
+    exit_code = 2
+
+
+class LakeBusy(UserError):
+    """Another metarec run holds the lake's writer lock past the wait."""
+
+    exit_code = EXIT_BUSY
 
 
 def settings_for(args: argparse.Namespace, **overrides):
@@ -25,24 +37,55 @@ def settings_for(args: argparse.Namespace, **overrides):
     return settings_from(storage=getattr(args, "storage", None), **overrides)
 
 
+def lake_for(settings, must_exist: bool = False):
+    """The command's Lake, its root checked at the edge: a UserError names a root with
+    glob characters or `::`, or (`must_exist`, commands that read it) with no lake there."""
+    from tasks.lake.roots import StorageError
+    from tasks.lake.storage import lake_from
+
+    try:
+        return lake_from(settings.storage, must_exist=must_exist)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def writer_lock(lake, settings) -> Iterator[None]:
+    """Hold the lake's writer lock while a command writes it (the flows it calls take the
+    same lock and find it already held); LakeBusy (exit 75) names the holder."""
+    from tasks.lake.lock import WRITER, LakeLocked, lake_lock
+
+    try:
+        with lake_lock(lake, WRITER, settings):
+            yield
+    except LakeLocked as exc:
+        raise LakeBusy(str(exc)) from None
+
+
+def _orchestrate() -> None:
+    """Prefect's temporary API server, started now under a watchdog so that it dies with
+    this process, however it dies (flows/watchdog.py)."""
+    from flows.watchdog import guard_ephemeral_server
+
+    guard_ephemeral_server()
+
+
 # ---- subcommands --------------------------------------------------------------------
 
 
 def import_movielens(args: argparse.Namespace) -> int:
-    from tasks.lake.storage import lake_from
     from tasks.sources.movielens import import_movielens
 
     source = Path(args.source)
     if not source.is_dir():
         raise UserError(f"--source {source} is not a folder (expected ML-100K or ml-latest-small)")
     settings = settings_for(args)
-    result = import_movielens(source, lake_from(settings.storage))
+    result = import_movielens(source, lake_for(settings))
     print(f"imported {result}")
     return 0
 
 
 def synth(args: argparse.Namespace) -> int:
-    from tasks.lake.storage import lake_from
     from tasks.sources.synth import SynthParams, generate
 
     settings = settings_for(args)
@@ -55,7 +98,7 @@ def synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         **({"start": args.start} if args.start else {}),
     )
-    manifest = generate(lake_from(settings.storage), params)
+    manifest = generate(lake_for(settings), params)
     totals = getattr(manifest, "totals", None)
     print(f"synthetic logs written to {settings.storage}: {totals if totals else manifest}")
     return 0
@@ -77,20 +120,29 @@ def ingest(args: argparse.Namespace) -> int:
     from flows.ingest import ingest_flow
 
     start, end = _date_span(args)
-    state = ingest_flow(storage=args.storage, start=start, end=end, return_state=True)
+    settings = settings_for(args)
+    lake = lake_for(settings, must_exist=True)
+    with writer_lock(lake, settings):
+        _orchestrate()
+        state = ingest_flow(storage=args.storage, start=start, end=end, return_state=True)
+    print(f"metarec ingest: {state.message}")  # counts, warnings and failed dates
     return 0 if state.is_completed() else 1
 
 
 def nightly(args: argparse.Namespace) -> int:
     from flows.nightly import nightly_flow
 
-    state = nightly_flow(
-        run_date=args.date,
-        storage=args.storage,
-        top_k=args.top_k,
-        train_max_steps=args.train_steps,
-        return_state=True,
-    )
+    settings = settings_for(args)
+    lake = lake_for(settings, must_exist=True)
+    with writer_lock(lake, settings):
+        _orchestrate()
+        state = nightly_flow(
+            run_date=args.date,
+            storage=args.storage,
+            top_k=args.top_k,
+            train_max_steps=args.train_steps,
+            return_state=True,
+        )
     return 0 if state.is_completed() else 1
 
 
@@ -99,16 +151,20 @@ def backfill(args: argparse.Namespace) -> int:
 
     if args.end < args.start:
         raise UserError(f"--end {args.end} is before --start {args.start}")
-    state = backfill_flow(
-        start=args.start,
-        end=args.end,
-        storage=args.storage,
-        top_k=args.top_k,
-        train_max_steps=args.train_steps,
-        max_parallel_dates=args.max_parallel_dates,
-        force=args.force,
-        return_state=True,
-    )
+    settings = settings_for(args)
+    lake = lake_for(settings, must_exist=True)
+    with writer_lock(lake, settings):
+        _orchestrate()
+        state = backfill_flow(
+            start=args.start,
+            end=args.end,
+            storage=args.storage,
+            top_k=args.top_k,
+            train_max_steps=args.train_steps,
+            max_parallel_dates=args.max_parallel_dates,
+            force=args.force,
+            return_state=True,
+        )
     return 0 if state.is_completed() else 1
 
 
@@ -121,6 +177,8 @@ def server(args: argparse.Namespace) -> int:
 
     if args.timezone:
         _check_timezone(args.timezone)
+    if args.storage:
+        lake_for(settings_for(args))
     return run_stack(args.host, args.port, cron=args.cron, timezone=args.timezone,
                      storage=args.storage)  # fmt: skip
 
@@ -130,6 +188,8 @@ def deploy(args: argparse.Namespace) -> int:
 
     if args.timezone:
         _check_timezone(args.timezone)
+    if args.storage:
+        lake_for(settings_for(args))
     try:
         names = deploy(_api_url(args), cron=args.cron, timezone=args.timezone,
                        storage=args.storage)  # fmt: skip
@@ -161,16 +221,19 @@ def demo(args: argparse.Namespace) -> int:
     sample = Path(args.sample) if args.sample else None
     if sample is not None and not sample.is_dir():
         raise UserError(f"--sample {sample} is not a folder (expected a MovieLens copy)")
-    return run_demo(settings, days=args.days, sample=sample)
+    with writer_lock(lake_for(settings), settings):
+        _orchestrate()
+        return run_demo(settings, days=args.days, sample=sample)
 
 
 def sql(args: argparse.Namespace) -> int:
-    from tasks.lake.storage import lake_from
-    from tasks.serve.warehouse import connect_warehouse, warehouse_path
+    from tasks.serve.warehouse import connect_warehouse, local_only, read_only_sql, warehouse_path
 
     settings = settings_for(args)
-    lake = lake_from(settings.storage)
-    if not lake.is_local or not Path(warehouse_path(lake)).exists():
+    lake = lake_for(settings, must_exist=True)
+    if not lake.is_local:
+        raise UserError(local_only(lake))
+    if not Path(warehouse_path(lake)).exists():
         raise UserError(
             f"no warehouse at {warehouse_path(lake)}: run `metarec nightly` (or `demo`) first"
         )
@@ -185,7 +248,7 @@ def sql(args: argparse.Namespace) -> int:
         buffer += line + "\n"
         if queries or buffer.rstrip().endswith(";"):
             try:
-                rel = con.sql(buffer)
+                rel = read_only_sql(con, buffer)
                 if rel is not None:
                     print(rel)
             except Exception as exc:  # a bad query is the user's to fix

@@ -7,10 +7,14 @@ Only dates that have raw partitions are visited. They are grouped into chunks (u
 CHUNK_DATES dates or about CHUNK_BYTES of landing files), and each chunk is one Prefect
 task that ingests and validates its dates in one pass, so Prefect's per-task cost and
 Great Expectations' per-run cost are paid per chunk, not per date. A date that fails (bad
-share over the threshold) is reported and every other date, in its chunk or not, goes on;
-the flow ends Failed if any date failed. Progress shows as a Prefect progress artifact and
-one log line per chunk; the accounting is a table artifact with the stable key
-`metarec-validate` (one row per date for up to ARTIFACT_DATES dates, else per chunk).
+share over the threshold, or an error) is reported and every other date, in its chunk or
+not, goes on: a chunk that raises is redone date by date. The flow ends Failed if any date
+failed, and Completed with a message naming the dates with warnings (an unreadable file, a
+failed GX check; Prefect has no "warning" state) and the raw folders skipped because they
+are not dt=YYYY-MM-DD (docs/operations.md, "Bad input policy"). Progress shows as a
+Prefect progress artifact and one log line per chunk; the accounting is a table artifact
+with the stable key `metarec-validate` (one row per date for up to ARTIFACT_DATES dates,
+else per chunk).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from prefect.states import Completed, Failed
 
 from tasks.config import Settings, settings_from
 from tasks.ingest import IngestResult, ingest_dates, plan_chunks
+from tasks.lake.listing import stray_partitions
 from tasks.lake.storage import Lake, lake_from
 from tasks.validate import ValidationResult, validate_dates
 
@@ -46,12 +51,20 @@ def ingest_validate_task(
 ) -> list[dict[str, Any]]:
     """Ingest then validate one chunk of dates; one summary per date."""
     del first, last  # only in the task run name
+    return _ingest_validate(lake, dates, settings)
+
+
+def _ingest_validate(lake: Lake, dates: list[dt.date], settings: Settings) -> list[dict]:
+    """Ingest then validate dates in one pass; a pass that raises is redone date by date,
+    so one bad date never fails another (it alone is "failed", with the error)."""
     try:
         ingested = ingest_dates(lake, dates, settings)
         validated = validate_dates(lake, dates, settings)
-    except Exception as exc:  # one broken chunk must not stop the others
+    except Exception as exc:
+        if len(dates) > 1:
+            return [s for d in dates for s in _ingest_validate(lake, [d], settings)]
         error = f"{type(exc).__name__}: {exc}"
-        return [{"date": d.isoformat(), "status": "failed", "error": error} for d in dates]
+        return [{"date": dates[0].isoformat(), "status": "failed", "error": error}]
     return [_summary(i, v) for i, v in zip(ingested, validated, strict=True)]
 
 
@@ -67,15 +80,27 @@ def ingest_flow(
     Prefect parses ISO text (the CLI, a deployment's parameters) into the dates.
     `settings_overrides` are Settings fields (e.g. `{"max_bad_share": 0.2}`) applied over
     the environment. Returns one summary dict per date that has raw files (status,
-    counts, reasons, GX summary, error); Failed when any date failed.
+    counts, reasons, GX summary, warnings, error); Failed when any date failed, else
+    Completed with a message naming the dates with warnings and the skipped folders.
     """
     settings = settings_from(**{**(settings_overrides or {}), "storage": storage})
-    summaries = ingest_range(lake_from(settings.storage), start, end or start, settings)
-    failed = [s["date"] for s in summaries if s["status"] != "ok"]
+    lake = lake_from(settings.storage)
+    summaries = ingest_range(lake, start, end or start, settings)
+    failed = [s["date"] for s in summaries if s["status"] == "failed"]
+    notes = _notes(summaries, stray_partitions(lake))
     if failed:
-        return Failed(message=f"{len(failed)} of {len(summaries)} dates failed: {failed}",
+        return Failed(message=f"{len(failed)} of {len(summaries)} dates failed: {failed}{notes}",
                       data=summaries)  # fmt: skip
-    return Completed(message=f"{len(summaries)} dates ingested", data=summaries)
+    return Completed(message=f"{len(summaries)} dates ingested{notes}", data=summaries)
+
+
+def _notes(summaries: list[dict[str, Any]], stray: list[str]) -> str:
+    """What the flow's message says besides failures: dates with warnings, skipped folders."""
+    warned = [s["date"] for s in summaries if s["status"] == "warning"]
+    notes = f"; {len(warned)} with warnings: {warned}" if warned else ""
+    if stray:
+        notes += f"; skipped {len(stray)} raw folders that are not dt=YYYY-MM-DD: {stray}"
+    return notes
 
 
 def ingest_range(
@@ -97,22 +122,30 @@ def ingest_range(
         chunk_rows.append(row)
         logger.info(
             "[chunk %d/%d] %s..%s: %d dates (%d unchanged), %d rows -> %d silver, "
-            "%d quarantined, %d duplicates, %d failed",
+            "%d quarantined, %d duplicates, %d failed, %d with warnings",
             k, len(chunks), dates[0], dates[-1], len(dates), row["unchanged"],
             row["raw_rows"], row["silver_rows"], row["quarantined"], row["duplicates"],
-            row["failed"],
+            row["failed"], row["warnings"],
         )  # fmt: skip
         for s in done:
-            if s["status"] != "ok":
+            if s["status"] == "failed":
                 logger.error("%s: FAILED %s", s["date"], s.get("error"))
+            elif s["status"] == "warning":
+                logger.warning("%s: completed with warnings: %s", s["date"],
+                               "; ".join(s.get("warnings") or []))  # fmt: skip
         update_progress_artifact(progress, progress=100.0 * k / len(chunks))
+    stray = stray_partitions(lake)
+    if stray:
+        logger.warning("skipped %d folders under raw/interactions that are not "
+                       "dt=YYYY-MM-DD: %s", len(stray), ", ".join(stray))  # fmt: skip
     table = [_row(s) for s in summaries] if n_dates <= ARTIFACT_DATES else chunk_rows
     create_table_artifact(
         key=ARTIFACT_KEY,
         table=table,
         description=f"Row accounting of validate, {first} .. {last}, {n_dates} dates with raw "
         f"files ({'per date' if n_dates <= ARTIFACT_DATES else 'per chunk'}; "
-        "raw = silver + quarantined + duplicates)",
+        "raw = silver + quarantined + duplicates)"
+        + (f". Skipped, not dt=YYYY-MM-DD folders: {', '.join(stray)}" if stray else ""),
     )
     return summaries
 
@@ -131,7 +164,8 @@ def _summary(ing: IngestResult, val: ValidationResult) -> dict[str, Any]:
         "duplicates": val.duplicates,
         "bad_share": val.bad_share,
         "corrupt_files": [list(c) for c in val.corrupt_files],
-        "unknown_columns": ing.unknown_columns,
+        "unknown_columns": ing.unknown_columns,  # dropped unless keep_unknown_columns
+        "warnings": list(val.warnings),
         "gx_success": val.gx_success,
         "gx_statistics": val.gx_statistics,
     }
@@ -150,6 +184,8 @@ def _row(s: dict[str, Any]) -> dict[str, Any]:
         "duplicates": s.get("duplicates"),
         "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()) if n),
         "corrupt_files": len(s.get("corrupt_files") or []),
+        "unknown_columns": sum(len(c) for c in (s.get("unknown_columns") or {}).values()),
+        "warnings": "; ".join(s.get("warnings") or []),
         "gx": (
             f"{stats.get('successful_expectations')}/{stats.get('evaluated_expectations')} ok"
             if stats
@@ -167,7 +203,8 @@ def _chunk_row(dates: list[str], done: list[dict[str, Any]]) -> dict[str, Any]:
             reasons[r] = reasons.get(r, 0) + n
     return {
         "dates": f"{dates[0]} .. {dates[-1]} ({len(dates)})",
-        "failed": sum(s["status"] != "ok" for s in done),
+        "failed": sum(s["status"] == "failed" for s in done),
+        "warnings": sum(s["status"] == "warning" for s in done),
         "unchanged": sum(bool(s.get("validate_skipped")) for s in done),
         "raw_rows": sum(s.get("raw_rows") or 0 for s in done),
         "silver_rows": sum(s.get("silver_rows") or 0 for s in done),
@@ -175,5 +212,5 @@ def _chunk_row(dates: list[str], done: list[dict[str, Any]]) -> dict[str, Any]:
         "duplicates": sum(s.get("duplicates") or 0 for s in done),
         "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()) if n),
         "corrupt_files": sum(len(s.get("corrupt_files") or []) for s in done),
-        "failed_dates": ", ".join(s["date"] for s in done if s["status"] != "ok"),
+        "failed_dates": ", ".join(s["date"] for s in done if s["status"] == "failed"),
     }

@@ -21,13 +21,23 @@ from prefect.states import Failed
 
 from flows import artifacts
 from flows.ingest import ingest_range
-from flows.stages import episodes_task, evaluate_task, publish_task, score_task, start_clock, timed
+from flows.stages import (
+    episodes_task,
+    evaluate_task,
+    gc_task,
+    publish_task,
+    score_task,
+    start_clock,
+    timed,
+)
 from flows.train import train_and_report
 from schemas.tables import EPISODES
 from tasks.config import Settings, settings_from
 from tasks.lake.dates import parse_date
 from tasks.lake.listing import raw_dates
+from tasks.lake.lock import WRITER, lake_lock
 from tasks.lake.storage import Lake, lake_from
+from tasks.serve.guards import PublishRefused
 from tasks.serve.inputs import night_fingerprint, stamp_published
 
 # A train deployment run that has not finished within this many seconds fails the night.
@@ -66,35 +76,42 @@ def nightly_flow(
     day = run_date or scheduled_date()
     settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps)
     lake = lake_from(settings.storage)
-    seconds = start_clock()
-    started_at = dt.datetime.now(dt.UTC)
+    with lake_lock(lake, WRITER, settings):  # one writer per lake; re-entrant in a backfill
+        seconds = start_clock()
+        started_at = dt.datetime.now(dt.UTC)
 
-    if not prepared and (error := ingest_up_to(lake, day, settings)):
-        return Failed(message=f"{error}; nothing was published")
-    if not (prepared and lake.exists(EPISODES, run_date=day)):
-        artifacts.episodes(episodes_task(lake, day, settings))
-    if error := train_night(lake, day, settings, train_deployment):
-        return Failed(message=f"{error}; nothing was published")
-    evaluated = evaluate_task(lake, day, settings)
-    artifacts.evaluation(evaluated)
-    scored = score_task(lake, day, settings, evaluated.decision.model)
-    published = publish_task(lake, day, settings, scored, evaluated.decision, seconds, started_at)
-    artifacts.published(published, lake)
+        if not prepared and (error := ingest_up_to(lake, day, settings)):
+            return Failed(message=f"{error}; nothing was published")
+        if not (prepared and lake.exists(EPISODES, run_date=day)):
+            artifacts.episodes(episodes_task(lake, day, settings))
+        if error := train_night(lake, day, settings, train_deployment):
+            return Failed(message=f"{error}; nothing was published")
+        evaluated = evaluate_task(lake, day, settings)
+        artifacts.evaluation(evaluated)
+        scored = score_task(lake, day, settings, evaluated.gate, evaluated.candidates)
+        try:
+            published = publish_task(lake, day, settings, scored, evaluated.gate, seconds,
+                                     started_at)  # fmt: skip
+        except PublishRefused as refused:  # the previous night stays the latest
+            return Failed(message=str(refused))
+        artifacts.published(published, lake)
+        gc_task(lake, day, settings)
 
-    stamp_published(lake, day, night_fingerprint(lake, day, settings), published.status)
-    get_run_logger().info(
-        "quality gate: %s; published %s rows for %s users (%s) to %s",
-        evaluated.decision.reason, published.rows, published.users, published.model,
-        published.path,
-    )  # fmt: skip
-    return {
-        "run_date": day.isoformat(),
-        "model": published.model,
-        "rows": published.rows,
-        "users": published.users,
-        "gate": evaluated.decision.reason,
-        "timings": seconds,
-    }
+        stamp_published(lake, day, night_fingerprint(lake, day, settings), published.status)
+        get_run_logger().info(
+            "quality gate: %s; published %s rows for %s users (%s) to %s",
+            evaluated.gate.summary(), published.rows, published.users, published.model,
+            published.path,
+        )  # fmt: skip
+        return {
+            "run_date": day.isoformat(),
+            "model": published.model,
+            "rows": published.rows,
+            "users": published.users,
+            "gate": evaluated.gate.summary(),
+            "users_by_model": scored.users_by_model,
+            "timings": seconds,
+        }
 
 
 @timed("ingest_validate")
@@ -104,7 +121,8 @@ def ingest_up_to(lake: Lake, day: dt.date, settings: Settings) -> str | None:
     dates = raw_dates(lake, day)
     if not dates:
         return f"no raw interactions up to {day} under {lake.root}"
-    failed = [s for s in ingest_range(lake, dates[0], day, settings) if s["status"] != "ok"]
+    # A date with warnings (docs/operations.md, "Bad input policy") does not stop the night.
+    failed = [s for s in ingest_range(lake, dates[0], day, settings) if s["status"] == "failed"]
     if failed:
         return f"ingest/validate failed for {len(failed)} dates up to {day}: " + "; ".join(
             f"{s['date']}: {s.get('error')}" for s in failed[:5]

@@ -70,9 +70,13 @@ def start_server(
     and we stop it in order (`stop_process`)."""
     api_url = f"http://{host}:{port}/api"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    # The UI's API URL derives from PREFECT_API_URL or the default port, not from --port:
+    # without this a UI served on another port calls :4200 ("Oops. Something went wrong").
+    server_env = {**(env or child_env()), "PREFECT_SERVER_UI_API_URL": api_url}
+    server_env.pop("PREFECT_UI_API_URL", None)  # the older alias would win over it
     proc = subprocess.Popen(
         [prefect_bin(), "server", "start", "--host", host, "--port", str(port)],
-        env=dict(env or child_env()), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        env=server_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + timeout

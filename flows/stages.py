@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.lake.retention import collect_garbage
 from tasks.learn.episodes import build_episodes
 from tasks.serve.evaluate import evaluate_stage
 from tasks.serve.publish import publish_stage
@@ -60,3 +61,4 @@ episodes_task = task(name="episodes", cache_policy=NO_CACHE)(timed("episodes")(b
 evaluate_task = task(name="evaluate", cache_policy=NO_CACHE)(timed("evaluate")(evaluate_stage))
 score_task = task(name="score", cache_policy=NO_CACHE)(timed("score")(score_stage))
 publish_task = task(name="publish", cache_policy=NO_CACHE)(timed("publish")(publish_stage))
+gc_task = task(name="gc", cache_policy=NO_CACHE)(collect_garbage)  # retention, after publish

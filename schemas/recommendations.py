@@ -26,7 +26,8 @@ RECOMMENDATIONS = pa.schema(
 )
 
 # What the score stage stages for the publish stage's audit (staging/recommendations):
-# the lists before the publish stage adds run_date, model, model_version, generated_at.
+# the lists, each row naming the model that serves its user tonight (the per-segment
+# gate), before the publish stage adds run_date and generated_at.
 SCORED = pa.schema(
     [
         ("user_id", pa.string()),
@@ -34,5 +35,7 @@ SCORED = pa.schema(
         ("item_id", pa.string()),
         ("score", pa.float32()),
         ("user_segment", pa.string()),
+        ("model", pa.string()),
+        ("model_version", pa.string()),
     ]
 )

@@ -17,7 +17,7 @@ NIGHTLY_STAGES = ("ingest_validate", "episodes", "train", "evaluate", "score", "
 RUNS = pa.schema(
     [
         ("run_date", pa.date32()),  # the partition date (a raw partition or a night)
-        ("status", pa.string()),  # validate: ok | skipped | failed; nightly: published | ...
+        ("status", pa.string()),  # validate: ok | warning | failed; nightly: published | ...
         ("started_at", TS),
         ("finished_at", TS),
         ("duration_seconds", pa.float64()),

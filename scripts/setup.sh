@@ -3,7 +3,7 @@
 # unchanged pyproject.toml does nothing.
 #
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus pytest, ruff, psutil (tests and benchmarks)
+#   scripts/setup.sh --dev    plus pytest, ruff, psutil, moto[server] + s3fs (tests, benchmarks)
 #
 # torch: with an NVIDIA GPU visible (nvidia-smi), pip picks the CUDA build;
 # without one we pin the CPU build of torch 2.13.0 *before* installing the

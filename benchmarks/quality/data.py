@@ -97,7 +97,13 @@ def _lastfm(folder: Path, seed: int) -> Dataset:
 
 def _synth(seed: int) -> Dataset:
     """A small synthetic world (true tastes known, users and items arriving over time)."""
-    p = SynthParams(users=1500, items=600, days=28, events_per_day=2500, seed=seed)
+    return synth_dataset(SynthParams(users=1500, items=600, days=28, events_per_day=2500,
+                                     seed=seed))  # fmt: skip
+
+
+def synth_dataset(p: SynthParams) -> Dataset:
+    """The synthetic world of `p` sampled in memory (the yardstick's synth; tests use tiny
+    worlds): every user and item of the world, the first event per (user, item)."""
     world = build_world(p, rng_for(p, 0))
     days = [sample_events(world, p, t, rng_for(p, 1, t)) for t in range(p.days)]
     events = pl.concat(days)

@@ -1,9 +1,12 @@
-"""CSV and JSONL lines -> bronze text rows (fields as text, unknown columns in `extra`).
+"""CSV and JSONL lines -> bronze text rows (fields as text; unknown columns dropped, or
+kept in `extra` when asked).
 
 CSV fields are split by Polars (field count checked by counting commas); lines holding
 quotes go through Arrow's CSV reader. JSONL objects are split by DuckDB's JSON functions,
-guarded by `json_valid`. Every line gives exactly one row: an unparseable one keeps its
-text in `extra` with `parse_error` set, so validation quarantines it visibly.
+guarded by `json_valid`; an id that is a JSON object, array or boolean is read as its JSON
+text with `parse_error` = invalid_user_id / invalid_item_id. Every line gives exactly one
+row: an unparseable one keeps its text in `extra` with `parse_error` set, so validation
+quarantines it visibly.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from schemas.interactions import RAW_COLUMNS
-from tasks.ingest.landing import UnreadableFile, bad_lines, duck, split_lines
+from tasks.ingest.landing import UnreadableFile, bad_lines, duck
 
 # Text columns of a parsed line, in the order the JSONL query extracts them.
 _TEXT = ("user_id", "item_id", "ts_raw", "event_type", "value_raw")
@@ -24,11 +27,13 @@ _META = ["source_line", "source_file", "_day"]
 
 
 # ---- CSV --------------------------------------------------------------------------------
-def csv_lines(data: bytes) -> tuple[tuple[str, ...], pa.Array, pl.DataFrame]:
-    """(header names, body lines as Arrow text, invalid-UTF-8 body lines) of one CSV file."""
-    text, invalid = split_lines(data)
-    if len(text) == 0:  # an empty file: no header, no rows
-        return (), text, invalid
+def csv_header(
+    text: pa.Array, invalid: pl.DataFrame
+) -> tuple[tuple[str, ...], pa.Array, pl.DataFrame]:
+    """(header names, body lines, invalid-UTF-8 body lines) of a CSV file's first block
+    (its lines and invalid lines as `split_lines` gives them)."""
+    if len(text) == 0:  # nothing but an empty block: no header, no rows
+        raise UnreadableFile("missing_header")
     if invalid.height and invalid["source_line"][0] == 1:  # header shown lossily
         header, invalid = invalid["text"][0], invalid.slice(1)
     else:
@@ -39,8 +44,9 @@ def csv_lines(data: bytes) -> tuple[tuple[str, ...], pa.Array, pl.DataFrame]:
     return tuple(names), text.slice(1), invalid
 
 
-def parse_csv(lines: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    """Body lines (of files sharing `names`) -> text rows; malformed lines flagged."""
+def parse_csv(lines: pl.DataFrame, names: list[str], keep_unknown: bool) -> pl.DataFrame:
+    """Body lines (of files sharing `names`) -> text rows; malformed lines flagged; unknown
+    columns dropped (or, with `keep_unknown`, packed into `extra`)."""
     n = len(names)
     quoted = pl.col("text").str.contains('"', literal=True)
     commas = pl.col("text").str.count_matches(",", literal=True)
@@ -61,7 +67,8 @@ def parse_csv(lines: pl.DataFrame, names: list[str]) -> pl.DataFrame:
         malformed.append(q_bad)
     fields = fields.with_columns(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in names)
     bad = bad_lines(pl.concat(malformed), "malformed_line")
-    return pl.concat([_from_columns(fields, names), bad], how="diagonal_relaxed")
+    rows = _from_columns(fields, names, keep_unknown)
+    return pl.concat([rows, bad], how="diagonal_relaxed")
 
 
 def _parse_quoted(q: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -118,9 +125,9 @@ def _parse_quoted_strict(ok: pl.DataFrame, names: list[str]) -> tuple[pl.DataFra
     return pl.DataFrame(rows, schema=schema, orient="row"), rejected
 
 
-def _from_columns(fields: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    """Known columns renamed to bronze text columns; unknown ones packed into `extra`."""
-    unknown = [c for c in names if c not in RAW_COLUMNS]
+def _from_columns(fields: pl.DataFrame, names: list[str], keep_unknown: bool) -> pl.DataFrame:
+    """Known columns renamed to bronze text columns; unknown ones dropped or in `extra`."""
+    unknown = [c for c in names if c not in RAW_COLUMNS] if keep_unknown else []
     known = {"ts": "ts_raw", "value": "value_raw"}
     present = set(fields.columns)
     return fields.select(
@@ -137,15 +144,22 @@ def _from_columns(fields: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 
 
 # ---- JSONL ------------------------------------------------------------------------------
-def parse_jsonl(lines: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, list[str]]]:
-    """JSON lines -> (text rows, unknown keys per file). One DuckDB pass for all files."""
+def parse_jsonl(
+    lines: pl.DataFrame, keep_unknown: bool
+) -> tuple[pl.DataFrame, dict[str, list[str]]]:
+    """JSON lines -> (text rows, unknown keys per file). One DuckDB pass for all files;
+    unknown keys are dropped (kept in `extra` with `keep_unknown`)."""
     keys = ", ".join(f"'{c}'" for c in RAW_COLUMNS)
     drop = "{" + ", ".join(f'"{c}": null' for c in RAW_COLUMNS) + "}"
     paths = ", ".join(f"'$.{c}'" for c in RAW_COLUMNS)
     # One JSON object per line; anything else (broken JSON, arrays, scalars) is malformed.
     # CASE keeps the JSON functions away from invalid lines (they raise on those). A
     # merge-patch with nulls deletes the known keys, leaving the unknown ones for `extra`.
+    # json_type runs only where an id's text looks like an object, array or boolean.
     fields = ", ".join(f"f[{i + 1}] as {c}" for i, c in enumerate(_TEXT))
+    extra = f"json_merge_patch(text, '{drop}')::varchar" if keep_unknown else "null"
+    not_id = "('OBJECT', 'ARRAY', 'BOOLEAN')"
+    looks = [f"(f[{i}][1] in ('{{', '[') or f[{i}] in ('true', 'false'))" for i in (1, 2)]
     # DuckDB keeps insertion order (preserve_insertion_order, on by default), so rows
     # come back aligned with `lines` and need no key to be matched up again.
     query = f"""
@@ -157,7 +171,11 @@ def parse_jsonl(lines: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, list[str]]
                 case when ok then json_extract_string(text, [{paths}]) end as f
             from c)
         select ok, case when len(unk) > 0 then unk end as unk, {fields},
-            case when len(unk) > 0 then json_merge_patch(text, '{drop}')::varchar end as extra
+            case when len(unk) > 0 then {extra} end as extra,
+            case when {looks[0]} and json_type(text, '$.user_id') in {not_id}
+                    then 'invalid_user_id'
+                 when {looks[1]} and json_type(text, '$.item_id') in {not_id}
+                    then 'invalid_item_id' end as parse_error
         from d"""
     con = duck()
     con.register("body", lines.select("text").to_arrow())
@@ -175,6 +193,6 @@ def parse_jsonl(lines: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, list[str]]
         .group_by("source_file", maintain_order=True)
         .agg("unk")
     )
-    frame = good.select(*_META, *_TEXT, "extra", parse_error=pl.lit(None, pl.String))
+    frame = good.select(*_META, *_TEXT, "extra", "parse_error")
     bad = bad_lines(lines.filter(~parsed["ok"]), "malformed_line")
     return pl.concat([frame, bad], how="diagonal_relaxed"), dict(unknown.iter_rows())

@@ -1,7 +1,8 @@
 """Raw text (or typed Parquet columns) -> the typed bronze `ts` and `value`.
 
 Typed columns are null where the text did not parse; the raw text stays beside them, so
-validation can tell "missing" from "unparseable".
+validation can tell "missing" from "unparseable". Epoch numbers are read by magnitude
+(`epoch_micros`): seconds, milliseconds, microseconds or nanoseconds.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import polars as pl
 
 UTC = pl.Datetime("us", "UTC")
+# Epoch magnitudes: below 1e11 is seconds (up to the year 5138), below 1e14 milliseconds
+# (1973..5138), below 1e17 microseconds, above nanoseconds. Seconds after 5138 and
+# milliseconds before 1973 cannot be told apart; both are read as seconds.
+_EPOCH_UNITS = ((1e11, 1e6), (1e14, 1e3), (1e17, 1.0))
 
 
 def type_text(frame: pl.DataFrame) -> pl.DataFrame:
@@ -45,15 +50,42 @@ def parse_ts(raw: pl.Expr) -> pl.Expr:
         iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us"),
         iso.str.to_datetime("%Y-%m-%dT%H:%M%z", strict=False, time_unit="us"),
     ).dt.convert_time_zone("UTC")
-    from_epoch = (s.cast(pl.Float64, strict=False) * 1_000_000).cast(pl.Int64, strict=False)
-    return pl.when(epoch).then(from_epoch.cast(UTC)).otherwise(parsed_iso).alias("ts")
+    from_epoch = epoch_micros(s.cast(pl.Float64, strict=False))
+    return pl.when(epoch).then(from_epoch).otherwise(parsed_iso).alias("ts")
+
+
+def epoch_micros(x: pl.Expr) -> pl.Expr:
+    """Epoch numbers (Float64) as UTC timestamps, the unit told by magnitude (_EPOCH_UNITS)."""
+    scale = pl.lit(1e-3)  # nanoseconds
+    for bound, factor in reversed(_EPOCH_UNITS):
+        scale = pl.when(x.abs() < bound).then(factor).otherwise(scale)
+    return (x * scale).cast(pl.Int64, strict=False).cast(UTC)
+
+
+def as_text(column: str, dtype: pl.DataType | None) -> pl.Expr:
+    """A Parquet column as text: scalars printed, a nested value or a boolean as its JSON
+    text (kept as evidence; `is_scalar` says whether it can be an id)."""
+    if dtype is None:
+        return pl.lit(None, pl.String)
+    col = pl.col(column)
+    if is_scalar(dtype):
+        return col.cast(pl.String, strict=False)
+    # {"v":<json>} -> <json>: Polars encodes JSON only for structs.
+    wrapped = pl.struct(col.alias("v")).struct.json_encode()
+    return pl.when(col.is_not_null()).then(wrapped.str.slice(5).str.head(-1))
+
+
+def is_scalar(dtype: pl.DataType) -> bool:
+    """True for Parquet types an id can have: text and numbers (not nested, not boolean)."""
+    return not (dtype.is_nested() or dtype == pl.Boolean or dtype == pl.Null)
 
 
 def typed_ts(dtype: pl.DataType | None) -> dict[str, pl.Expr]:
     """`ts` and `ts_raw` of a Parquet `ts` column of type `dtype` (None: no such column).
 
-    A timestamp is taken as it is (naive = UTC) and numbers as epoch seconds, not printed
-    and parsed back; any other type is left to `type_text` as text.
+    A timestamp is taken as it is (naive = UTC) and numbers as epoch seconds (or ms, us,
+    ns by magnitude), not printed and parsed back; any other type is left to `type_text`
+    as text.
     """
     if dtype is None:
         return {"ts_raw": pl.lit(None, pl.String)}
@@ -62,10 +94,9 @@ def typed_ts(dtype: pl.DataType | None) -> dict[str, pl.Expr]:
         ts = ts.dt.replace_time_zone("UTC") if dtype.time_zone is None else ts
         ts = ts.dt.convert_time_zone("UTC").cast(UTC)
         return {"ts": ts, "ts_raw": ts.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")}
-    if dtype.is_numeric():  # epoch seconds
-        micros = (ts.cast(pl.Float64) * 1_000_000).cast(pl.Int64, strict=False)
-        return {"ts": micros.cast(UTC), "ts_raw": ts.cast(pl.String)}
-    return {"ts_raw": ts.cast(pl.String)}
+    if dtype.is_numeric():  # epoch seconds, or ms/us/ns by magnitude
+        return {"ts": epoch_micros(ts.cast(pl.Float64)), "ts_raw": ts.cast(pl.String)}
+    return {"ts_raw": as_text("ts", dtype)}
 
 
 def typed_value(dtype: pl.DataType | None) -> dict[str, pl.Expr]:
@@ -77,4 +108,4 @@ def typed_value(dtype: pl.DataType | None) -> dict[str, pl.Expr]:
             "value": pl.col("value").cast(pl.Float64),
             "value_raw": pl.col("value").cast(pl.String),
         }
-    return {"value_raw": pl.col("value").cast(pl.String)}
+    return {"value_raw": as_text("value", dtype)}

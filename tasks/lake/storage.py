@@ -3,9 +3,9 @@
 This module is the only place that turns (table, partition) into a path. The root is a
 local directory or any fsspec URL (`file://`, `memory://`, `s3://`, ...). Each partition
 of a table is one Parquet file (zstd) `ROOT/<table>/<key>=<value>/part-0.parquet`,
-written to a hidden temporary name in the same folder and renamed into place, so a
-reader sees either the old partition or the new one, never half of one, and a rerun
-replaces the partition whole. Tables are declared in `schemas.tables`; a write is cast to
+written to a hidden temporary name in the same folder (fsynced on a local disk) and
+renamed into place, so a reader sees the old partition or the new one, even after a crash,
+and a rerun replaces it whole. Tables are declared in `schemas.tables`; a write is cast to
 its table's schema, so stored files match the contract exactly.
 """
 
@@ -29,12 +29,16 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from schemas.tables import BY_NAME, Table
+from tasks.lake import durable
 from tasks.lake.dates import parse_date
 from tasks.lake.parquet import PartitionWriter, parquet_bytes
+from tasks.lake.roots import check_root, no_lake
 
 PART_FILE = "part-0.parquet"
 _TABLE_RE = re.compile(r"^[a-z_]+(/[a-z_]+)*$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_DATE_KEYS = ("dt", "run_date")  # keys whose partitions are only YYYY-MM-DD folders
+_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -89,14 +93,16 @@ class Lake:
         return self.fs.exists(self.partition_file(table, **partition))
 
     def partitions(self, table: Table | str, key: str | None = None) -> list[str]:
-        """Sorted partition values of a table (`dt=2024-01-01` -> `2024-01-01`)."""
+        """Sorted partition values of a table (`dt=2024-01-01` -> `2024-01-01`); for a date
+        key only exact ISO dates (`tasks.lake.listing.stray_partitions` names the rest)."""
         key = key or _first_key(table)
         folder = self.path(table)
         if not self.fs.exists(folder):
             return []
         prefix = f"{key}="
         names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
-        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+        values = (n[len(prefix) :] for n in names if n.startswith(prefix))
+        return sorted(v for v in values if key not in _DATE_KEYS or _is_date(v))
 
     def files(self, table: Table | str, **partition: Any) -> list[str]:
         """Data files (not hidden, not temporary) directly under a table or partition."""
@@ -231,7 +237,24 @@ class Lake:
         self._atomic_put(target, payload)
         return target
 
+    def replace_folder(self, relpath: str, files: dict[str, bytes]) -> str:
+        """Make the folder `relpath` hold exactly `files` (name -> bytes). Local: built
+        aside and renamed into place whole. Object stores have no folder rename: the old
+        files go, then each file is put in the order given (the last marks it complete)."""
+        target = f"{self.base.rstrip('/')}/{relpath.strip('/')}"
+        if self.is_local:
+            durable.replace_folder(target, files)
+            return target
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+        for name, payload in files.items():
+            self._atomic_put(f"{target}/{name}", payload)
+        return target
+
     def _atomic_put(self, target: str, payload: bytes) -> None:
+        if self.is_local:  # fsynced before and after the rename: survives a power cut
+            durable.put_file(target, payload)
+            return
         folder, name = target.rsplit("/", 1)
         self.fs.makedirs(folder, exist_ok=True)
         tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
@@ -249,17 +272,30 @@ def _resolve(table: Table | str) -> Table:
     return BY_NAME[table]
 
 
+def _is_date(value: str) -> bool:
+    """An exact, real ISO date (not 2024-02-30, 20240115 or 2024-W03-1)."""
+    try:
+        return bool(_ISO_DATE_RE.match(value)) and bool(dt.date.fromisoformat(value))
+    except ValueError:
+        return False
+
+
 def _first_key(table: Table | str) -> str:
     keys = _resolve(table).keys
     return keys[-1] if keys else "dt"
 
 
-def lake_from(storage: str | Path) -> Lake:
-    """A Lake for a `--storage` value; local relative paths become absolute."""
+def lake_from(storage: str | Path, must_exist: bool = False) -> Lake:
+    """A Lake for a `--storage` value (relative paths made absolute); a StorageError for
+    glob characters or `::`, and with `must_exist` (readers) for a root with no lake."""
     text = str(storage)
+    check_root(text)
     if "://" not in text:
         text = str(Path(text).expanduser().resolve())
-    return Lake(text)
+    lake = Lake(text)
+    if must_exist and not lake.fs.isdir(lake.base):
+        raise no_lake(text)
+    return lake
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,6 +11,10 @@ therefore strictly earlier than query in that order (ties in ts are split by the
 never shared). A user with n events gets an episode for each size s < n. The cut is drawn
 uniformly from [s, n-1] by a stable hash (md5) of (seed, user_id, s): the same seed gives
 the same table on any machine and any version of the engines.
+
+The table is written with pseudonymous user ids (`tasks.lake.pseudonyms`): `user_id` is
+the keyed pseudonym and `episode_id` is `<pseudonym>:<support size>`. Cuts are drawn from
+the real id, so the key changes the names, never the episodes (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import polars as pl
 
 from schemas.tables import EPISODES
 from tasks.config import Settings
+from tasks.lake.pseudonyms import Pseudonyms, pseudonyms_for
 from tasks.lake.storage import Lake
 from tasks.learn.history import read_silver
 
@@ -108,11 +113,12 @@ def make_episodes(
 
 def build_episodes(lake: Lake, day: dt.date, settings: Settings) -> EpisodesResult:
     """Silver up to `day` -> gold/episodes/run_date=D/ (atomic, deterministic for the
-    seed in settings)."""
+    seed in settings and the lake's pseudonym key; user ids are pseudonyms)."""
     silver = read_silver(lake, day)
     if silver.height == 0:
         raise ValueError(f"no silver interactions up to {day}")
     episodes = make_episodes(silver, SUPPORT_SIZES, query_size=20, seed=settings.seed)
+    episodes = pseudonymous_episodes(episodes, pseudonyms_for(lake, settings))
     path = lake.write_partition(EPISODES, episodes, run_date=day)
     per_size = episodes.group_by("support_size").len().sort("support_size")
     return EpisodesResult(
@@ -123,3 +129,13 @@ def build_episodes(lake: Lake, day: dt.date, settings: Settings) -> EpisodesResu
         n_episodes=episodes.height,
         episodes_per_size=dict(zip(per_size["support_size"], per_size["len"], strict=True)),
     )
+
+
+def pseudonymous_episodes(episodes: pl.DataFrame, pseudonyms: Pseudonyms) -> pl.DataFrame:
+    """Episodes with `user_id` replaced by its pseudonym and `episode_id` renamed to match
+    (`<pseudonym>:<support size>`); every other column as it was."""
+    named = pseudonyms.frame(episodes)
+    return named.with_columns(
+        episode_id=pl.concat_str(pl.col("user_id"), pl.lit(":"),
+                                 pl.col("support_size").cast(pl.String))
+    )  # fmt: skip

@@ -198,8 +198,10 @@ def _bag_values(col: pl.Series, keep_rows: bool = False) -> pl.Series:
 
 def _lookup(values: pl.Series, vocab: list[str]) -> np.ndarray:
     """Local vocabulary index of each value (0 = unknown or null)."""
-    table = pl.DataFrame({"v": vocab, "i": np.arange(1, len(vocab) + 1, dtype=np.int64)})
-    frame = pl.DataFrame({"v": values.str.strip_chars()}).with_row_index("_r")
+    # Typed: an empty vocabulary (no value repeats in a small table) must still join.
+    table = pl.DataFrame({"v": pl.Series(vocab, dtype=pl.String),
+                          "i": np.arange(1, len(vocab) + 1, dtype=np.int64)})  # fmt: skip
+    frame = pl.DataFrame({"v": values.cast(pl.String).str.strip_chars()}).with_row_index("_r")
     return frame.join(table, on="v", how="left").sort("_r")["i"].fill_null(0).to_numpy()
 
 
@@ -210,7 +212,8 @@ def _explode_bag(
     bags = pl.DataFrame({"b": _bag_values(col, keep_rows=True)}).with_row_index("_r")
     flat = bags.explode("b").drop_nulls("b").with_columns(pos=pl.int_range(pl.len()).over("_r"))
     flat = flat.filter(pl.col("pos") < max_len)
-    table = pl.DataFrame({"b": vocab, "i": np.arange(1, len(vocab) + 1, dtype=np.int64)})
+    table = pl.DataFrame({"b": pl.Series(vocab, dtype=pl.String),
+                          "i": np.arange(1, len(vocab) + 1, dtype=np.int64)})  # fmt: skip
     flat = flat.join(table, on="b", how="left", maintain_order="left")
     return (
         flat["_r"].to_numpy().astype(np.int64),

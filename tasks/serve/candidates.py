@@ -1,12 +1,19 @@
 """The baselines every night compares the meta-learner with: their configs and fitting.
 
 Reads no table (the caller passes the training `Interactions` and side features); writes
-nothing. The evaluate stage fits them on the split's training part, the score stage refits
-the published one on the full history; `tasks.serve.tuning` searches their configs.
+nothing. The evaluate stage fits them on the holdout's training part, the score stage
+refits the ones the gate chose on the full history; `tasks.serve.tuning` searches their
+configs on a validation split (the yardstick).
+
+Each night also tunes the cheap hyperparameters on its own holdout: the popularity window
+and (on catalogues small enough for a few dense inverses) EASE's ridge become named
+variants (`recent_popular_30d`, `ease_l2_3000`), so the per-segment gate picks the best
+variant for each segment, and the score stage refits exactly that one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -67,3 +74,51 @@ def fit_baselines(
             continue
         out[name] = BASELINES[name](cfg).fit(train, side, now)
     return out
+
+
+# The night's own grid (see the module docstring): windows in days, ridges.
+NIGHT_WINDOWS_DAYS = (7.0, 14.0, 30.0, 90.0, 365.0)
+NIGHT_EASE_L2 = (300.0, 3000.0, 30000.0)
+NIGHT_EASE_MAX_ITEMS = 4000  # above it one EASE fit costs more than the night should
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A baseline under a name of its own: which model, with which config."""
+
+    baseline: str
+    config: object
+
+
+def night_candidates(n_items: int, side: SideFeatures | None) -> dict[str, Candidate]:
+    """Every baseline at its default config plus the night's variants, by name."""
+    side = side or SideFeatures()
+    defaults = BaselineConfigs()
+    out = {name: Candidate(name, getattr(defaults, name)) for name in BASELINES}
+    if side.users is None:
+        out.pop("feature_group_popular")
+    if side.items is None:
+        out.pop("item_features")
+    for days in NIGHT_WINDOWS_DAYS:
+        cfg = dataclasses.replace(defaults.recent_popular, window_days=days)
+        out[f"recent_popular_{days:g}d"] = Candidate("recent_popular", cfg)
+    out.pop("recent_popular")  # the default window is one of the variants
+    for name in ("ease", "item_knn"):
+        if n_items > getattr(defaults, name).max_items:
+            out.pop(name)
+    if "ease" in out and n_items <= NIGHT_EASE_MAX_ITEMS:
+        for l2 in NIGHT_EASE_L2:
+            out[f"ease_l2_{l2:g}"] = Candidate("ease", dataclasses.replace(defaults.ease, l2=l2))
+    return out
+
+
+def fit_candidates(
+    candidates: dict[str, Candidate],
+    train: Interactions,
+    side: SideFeatures | None,
+    now: dt.datetime,
+) -> dict[str, Recommender]:
+    """Fit each named candidate on `train` with now = `now`."""
+    side = side or SideFeatures()
+    return {name: BASELINES[c.baseline](c.config).fit(train, side, now)
+            for name, c in candidates.items()}  # fmt: skip

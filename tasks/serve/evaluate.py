@@ -1,16 +1,15 @@
-"""The evaluate stage: full-catalogue metrics of every model on the temporal holdout.
+"""The evaluate stage: full-catalogue metrics of every model on the night's holdout.
 
 Reads silver up to D (through `load_history`) and tonight's checkpoint
 `models/run_date=D/`; writes `gold/metrics/run_date=D/` (one row per model and user
-segment, the champion marked).
+segment, the model serving each segment marked).
 
-Protocol (DESIGN.md): new users are the latest-arriving 20% of users (by first
-interaction); they are kept out of training and, at evaluation, a model sees only their
-first n interactions (n = 1, 5, 10) and is scored on the rest. Warm users are scored on
-their interactions after a time cutoff, from their history before it. Ranking is over the
-full catalogue (no sampled negatives), binary relevance, items in the given history are
-neither recommended nor counted as targets. The gate's holdout (`all`) pools the warm
-users and the new users with n = 5 (`tasks.serve.gate`).
+The holdout (tasks.learn.holdout) is a future the lake has seen: every model is fitted on
+what was known at the cut (D minus a few weeks) and scored on what users did after it,
+per segment of users (zero-shot arrivals, support sizes 1-2 ... 51+, returning after a
+gap). Ranking is over the full catalogue (no sampled negatives), binary relevance, items
+in the given history are neither recommended nor counted as targets; `all` pools every
+case. `evaluate_models` also serves the yardstick's in-process splits (tasks.learn.split).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from schemas.tables import METRICS, MODELS
 from tasks.config import Settings
 from tasks.lake.storage import Lake
 from tasks.learn.history import load_history
+from tasks.learn.holdout import holdout_for_night
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.learn.metrics import (
     coverage,
@@ -34,11 +34,11 @@ from tasks.learn.metrics import (
     novelty,
     recall_at_k,
 )
-from tasks.learn.split import Split, temporal_split
+from tasks.learn.split import Split
 from tasks.models.base import Recommender
 from tasks.models.metalearner import MetaLearner
-from tasks.serve.candidates import fit_baselines
-from tasks.serve.gate import POOLED, ChampionDecision, choose_champion
+from tasks.serve.candidates import Candidate, fit_candidates, night_candidates
+from tasks.serve.gate import POOLED, ChampionDecision, SegmentGate, choose_by_segment
 from tasks.serve.topk import ranked_lists, top_k
 
 # The segments of the yardstick (benchmarks/quality) and of the nightly evaluate stage:
@@ -190,15 +190,22 @@ def write_metrics(
     lake: Lake,
     run_date: dt.date,
     metrics: pl.DataFrame,
-    champion: ChampionDecision | None = None,
+    gate: SegmentGate | ChampionDecision | None = None,
 ) -> str:
     """Write `gold/metrics/run_date=D/` (columns run_date, model, segment, users,
-    recall_at_20, ndcg_at_10, coverage, novelty, is_champion); returns the file path."""
+    recall_at_20, ndcg_at_10, coverage, novelty, is_champion: the model that serves that
+    segment tonight); returns the file path."""
     # `@` is not a portable column-name character in SQL engines: recall@20 -> recall_at_20.
     frame = metrics.rename({c: c.replace("@", "_at_") for c in metrics.columns if "@" in c})
     if "is_champion" not in frame.columns:
-        chosen = champion.model if champion is not None else None
-        frame = frame.with_columns((pl.col("model") == pl.lit(chosen)).alias("is_champion"))
+        if isinstance(gate, ChampionDecision):
+            gate = SegmentGate(gate, {}, {})
+        served = {
+            seg: (gate.pooled.model if seg == POOLED else gate.model_for(seg)) if gate else None
+            for seg in frame["segment"].unique()
+        }
+        chosen = pl.col("segment").replace_strict(served, default=None, return_dtype=pl.String)
+        frame = frame.with_columns((pl.col("model") == chosen).alias("is_champion"))
     frame = frame.with_columns(
         pl.lit(run_date).alias("run_date"), pl.col("is_champion").fill_null(False)
     ).select("run_date", pl.exclude("run_date"))
@@ -214,29 +221,46 @@ class EvaluateStageResult:
 
     run_date: dt.date
     path: str
-    cutoff: dt.datetime
-    decision: ChampionDecision
+    cutoff: dt.datetime  # the holdout's cut: models were fitted on what was known then
+    horizon_days: int
+    decision: ChampionDecision  # the pooled holdout's gate
+    gate: SegmentGate  # who serves which segment
+    candidates: dict[str, Candidate]  # the baselines evaluated, by name (for refitting)
+    holdout_users: dict[str, int]  # holdout cases per segment
     table: list[dict]  # one row per (model, segment), as written to gold/metrics
 
 
 def evaluate_stage(lake: Lake, run_date: dt.date, settings: Settings) -> EvaluateStageResult:
-    """Fit the baselines on the split's training part, evaluate them beside tonight's
-    meta-learner (models/run_date=D, trained on the same part) on the holdout, choose the
-    champion through the gate, and write `gold/metrics/run_date=D/`."""
+    """Fit every candidate on what was known at the night's holdout cut, evaluate them and
+    tonight's meta-learner (models/run_date=D, trained on the same part) on what the
+    holdout users did after it, per segment, gate per segment, and write
+    `gold/metrics/run_date=D/`."""
     history = load_history(lake, run_date)
-    split = temporal_split(history.interactions, n_values=EVAL_SHOTS, new_items=True)
-    models = fit_baselines(split.train, history.side, split.cutoff)
+    holdout = holdout_for_night(history.interactions, run_date, settings.holdout_min_users,
+                                settings.returning_gap_days, settings.seed)  # fmt: skip
+    split = holdout.as_split()
+    candidates = night_candidates(split.train.n_items, history.side)
+    models = fit_candidates(candidates, split.train, history.side, holdout.cut)
     # Without tonight's checkpoint the candidate has no metrics: the gate says so and the
     # best baseline publishes.
     if lake.fs.exists(f"{lake.path(MODELS, run_date=run_date)}/model.pt"):
         models["metalearner"] = MetaLearner.load(lake.url(MODELS, run_date=run_date))
+    if not split.segments:
+        raise ValueError(
+            f"no user did anything in the {holdout.horizon_days} days before {run_date}: "
+            "the night has no holdout to evaluate or gate on"
+        )
     metrics = evaluate_models(models, split, history.side)
-    decision = choose_champion(metrics)
-    path = write_metrics(lake, run_date, metrics, champion=decision)
+    gate = choose_by_segment(metrics, settings.gate_min_users)
+    path = write_metrics(lake, run_date, metrics, gate)
     return EvaluateStageResult(
         run_date=run_date,
         path=path,
-        cutoff=split.cutoff,
-        decision=decision,
+        cutoff=holdout.cut,
+        horizon_days=holdout.horizon_days,
+        decision=gate.pooled,
+        gate=gate,
+        candidates=candidates,
+        holdout_users=holdout.users_per_segment(),
         table=lake.read_partition(METRICS, run_date=run_date).to_dicts(),
     )

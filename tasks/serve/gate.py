@@ -1,9 +1,11 @@
-"""The champion gate: which model publishes tonight, and why.
+"""The champion gate: which model serves which users tonight, and why.
 
-Reads the metrics table `evaluate_models` returns (no lake table); writes nothing. The
-candidate (the meta-learner) publishes only when it strictly beats the baseline and every
-other model on the pooled holdout; otherwise the best baseline does, and the reason says so
-with the numbers.
+Reads the metrics table `evaluate_models` returns on the night's holdout (no lake table);
+writes nothing. Per segment of users (tasks.learn.holdout.SEGMENTS) and on the pooled
+holdout, the candidate (the meta-learner) is chosen only when it strictly beats the
+baseline (most-popular) and every other model; otherwise the best other model is, and the
+reason says so with the numbers. A segment with too few holdout users follows the pooled
+choice.
 """
 
 from __future__ import annotations
@@ -75,3 +77,66 @@ def choose_champion(
         metric,
         best_value,
     )
+
+
+@dataclass(frozen=True)
+class SegmentGate:
+    """Tonight's models by segment: `by_segment[s]` serves the users of segment s (a
+    segment not listed, or one with too few holdout users, gets `pooled.model`)."""
+
+    pooled: ChampionDecision
+    by_segment: dict[str, str]
+    reasons: dict[str, str]  # segment -> a sentence with the numbers
+    candidate: str = "metalearner"
+
+    def model_for(self, segment: str) -> str:
+        """The model that serves `segment`."""
+        return self.by_segment.get(segment, self.pooled.model)
+
+    @property
+    def models(self) -> list[str]:
+        """Every model that serves some segment tonight (pooled fallback included)."""
+        return sorted({*self.by_segment.values(), self.pooled.model})
+
+    @property
+    def published_from_candidate(self) -> bool:
+        """True when the candidate serves at least one segment."""
+        return self.candidate in self.models
+
+    def summary(self) -> str:
+        """One clause per decided segment, then the pooled decision."""
+        if not self.reasons:
+            return self.pooled.reason
+        lines = [f"{s}: {self.reasons[s]}" for s in self.reasons]
+        return "; ".join([*lines, f"pooled: {self.pooled.reason}"])
+
+    @classmethod
+    def of(cls, decision: SegmentGate | ChampionDecision) -> SegmentGate:
+        """A gate from a pooled-only decision (every segment follows it)."""
+        return decision if isinstance(decision, SegmentGate) else cls(decision, {}, {})
+
+
+def choose_by_segment(
+    metrics: pl.DataFrame,
+    min_users: int,
+    baseline: str = "most_popular",
+    candidate: str = "metalearner",
+    metric: str = "ndcg@10",
+) -> SegmentGate:
+    """Per segment of the holdout with at least `min_users` users, the gate of
+    `choose_champion` on that segment's rows: the candidate serves a segment only where it
+    strictly beats `baseline` and every other model there, else the segment's best other
+    model does. Smaller segments follow the pooled decision."""
+    pooled = choose_champion(metrics, baseline, candidate, metric, POOLED)
+    by_segment, reasons = {}, {}
+    sizes = metrics.filter(pl.col("model") == baseline).select("segment", "users")
+    for segment, users in sizes.iter_rows():
+        if segment == POOLED:
+            continue
+        if users < min_users:
+            reasons[segment] = f"{users} holdout users (< {min_users}): the pooled choice"
+            continue
+        decision = choose_champion(metrics, baseline, candidate, metric, segment)
+        by_segment[segment] = decision.model
+        reasons[segment] = f"{decision.model} ({decision.reason})"
+    return SegmentGate(pooled, by_segment, reasons, candidate)

@@ -19,6 +19,11 @@ from tasks.lake.listing import LandedFile, raw_listing
 from tasks.lake.storage import Lake
 from tasks.models.metalearner import MetaConfig
 
+# Settings that do not change what a night computes (where, how long to wait, what to keep).
+NOT_INPUTS = {"storage", "lock_wait_seconds", "lock_ttl_seconds"} | {
+    name for name in Settings.model_fields if name.startswith("retain_days_")
+}
+
 
 def night_fingerprint(
     lake: Lake, day: dt.date, settings: Settings, listing: list[LandedFile] | None = None
@@ -26,7 +31,7 @@ def night_fingerprint(
     """The fingerprint of the night of `day`; pass a `listing` made for a later date to
     share one listing across a backfill's range."""
     files = [asdict(f) for f in (listing or raw_listing(lake, day)) if f.dt <= day.isoformat()]
-    config = settings.model_dump(mode="json", exclude={"storage"})
+    config = settings.model_dump(mode="json", exclude=NOT_INPUTS)
     return stamps.fingerprint(day, files, config, asdict(MetaConfig()), VERSION)
 
 

@@ -4,7 +4,10 @@ Reads `staging/recommendations/run_date=D/model=M/` (what the score stage staged
 `gold/recommendations/run_date=D/` (contract: schemas.recommendations), the night's row of
 `gold/runs/stage=nightly/dt=D/` (`tasks.serve.runs`) and makes sure `warehouse.duckdb`
 serves the views (`tasks.serve.warehouse`). A table that breaks the contract raises before
-anything becomes visible, and the published tables stay as they were.
+anything becomes visible, and the published tables stay as they were. A table that fails
+a publish guard (`tasks.serve.guards`: empty, or collapsed versus the previous night) is
+refused: the night is recorded with status `refused`, the staged table is kept, and
+`PublishRefused` says why.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import pyarrow as pa
 from schemas.recommendations import SEGMENTS
 from schemas.tables import RECOMMENDATIONS, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
+from tasks.lake.pseudonyms import pseudonyms_for
 from tasks.lake.storage import Lake
-from tasks.serve.gate import ChampionDecision
+from tasks.serve.gate import ChampionDecision, SegmentGate
+from tasks.serve.guards import PublishRefused, refusal
 from tasks.serve.runs import record_run, stage_columns
-from tasks.serve.score import ScoreStageResult
+from tasks.serve.score import STAGED, ScoreStageResult
 from tasks.serve.warehouse import ensure_warehouse
 
 
@@ -73,8 +78,17 @@ def _recommendations_table(
             pl.col("rank").cast(pl.Int16, strict=True),
             pl.col("item_id").cast(pl.String),
             pl.col("score").cast(pl.Float32),
-            pl.lit(model, pl.String).alias("model"),
-            pl.lit(version, pl.String).alias("model_version"),
+            # Per row when the score stage composed lists from several models (the gate).
+            (pl.col("model") if "model" in recs.columns else pl.lit(model, pl.String))
+            .cast(pl.String)
+            .alias("model"),
+            (
+                pl.col("model_version")
+                if "model_version" in recs.columns
+                else pl.lit(version, pl.String)
+            )
+            .cast(pl.String)
+            .alias("model_version"),
             pl.col("user_segment").cast(pl.String),
             pl.lit(when.astimezone(dt.UTC), pl.Datetime("us", "UTC")).alias("generated_at"),
         )
@@ -107,11 +121,14 @@ def _check_lists(recs: pl.DataFrame) -> None:
     bad = per_user.filter(
         (pl.col("lo") != 1) | (pl.col("hi") != pl.col("n")) | (pl.col("ranks") != pl.col("n"))
     )
+    # Examples leave the user id out: the message reaches logs and the UI (docs/privacy.md).
     if bad.height:
-        raise ValueError(f"ranks are not 1..n for {bad.height} users, e.g. {bad.row(0)}")
+        example = bad.drop("user_id").row(0, named=True)
+        raise ValueError(f"ranks are not 1..n for {bad.height} users, e.g. {example}")
     repeats = per_user.filter(pl.col("items") != pl.col("n"))
     if repeats.height:
-        raise ValueError(f"{repeats.height} users have an item twice, e.g. {repeats.row(0)}")
+        example = repeats.drop("user_id").row(0, named=True)
+        raise ValueError(f"{repeats.height} users have an item twice, e.g. {example}")
     if not recs.select(pl.col("score").cast(pl.Float64).is_finite().all()).item():
         raise ValueError("non-finite scores in recommendations")
     unknown = recs.filter(~pl.col("user_segment").is_in(list(SEGMENTS)))
@@ -138,7 +155,7 @@ class PublishResult:
     users: int
     status: str  # as recorded in gold/runs: published | published_baseline
     warehouse: str | None
-    preview: list[dict]
+    preview: list[dict]  # the first rows, user ids as pseudonyms (for the UI)
 
 
 def publish_stage(
@@ -146,19 +163,29 @@ def publish_stage(
     run_date: dt.date,
     settings: Settings,
     scored: ScoreStageResult,
-    decision: ChampionDecision,
+    decision: SegmentGate | ChampionDecision,
     stage_seconds: Mapping[str, float],
     started_at: dt.datetime | None = None,
 ) -> PublishResult:
     """Check the staged table against the contract, publish it atomically as
     `gold/recommendations/run_date=D/`, make sure the warehouse views exist, and record
-    the run in `gold/runs/`. `decision` is the evaluate stage's gate, `scored` the lists
-    the score stage staged for its model."""
+    the run in `gold/runs/`. `decision` is the evaluate stage's gate (per segment),
+    `scored` the lists the score stage staged."""
     stage_columns(stage_seconds)  # a bad timing record fails before anything is visible
-    status = "published" if decision.published_from_candidate else "published_baseline"
-    staged = lake.read_partition(STAGING_RECOMMENDATIONS, run_date=run_date, model=scored.model)
+    gate = SegmentGate.of(decision)
+    decision = gate.pooled
+    status = "published" if gate.published_from_candidate else "published_baseline"
+    staged = lake.read_partition(STAGING_RECOMMENDATIONS, run_date=run_date, model=STAGED)
     now = dt.datetime.now(dt.UTC)
-    path = write_recommendations(lake, run_date, staged, scored.model, scored.model_version, now)
+    where = lake.path(STAGING_RECOMMENDATIONS, run_date=run_date, model=STAGED)
+    if reason := refusal(lake, run_date, settings, staged, where):
+        _record_refusal(lake, run_date, settings, scored, gate, stage_seconds,
+                        started_at or now, reason)  # fmt: skip
+        raise PublishRefused(reason)
+    pseudonyms = pseudonyms_for(lake, settings)
+    # Services look users up by real id; a team may publish pseudonyms instead.
+    table = pseudonyms.frame(staged) if settings.publish_pseudonyms else staged
+    path = write_recommendations(lake, run_date, table, scored.model, scored.model_version, now)
     # The whole night's staging goes: every model staged for it, not only the published one.
     lake.delete_partition(STAGING_RECOMMENDATIONS, run_date=run_date)
     warehouse = ensure_warehouse(lake)
@@ -169,8 +196,8 @@ def publish_stage(
             "status": status,
             "champion_model": decision.model,
             "published_model": scored.model,
-            "published_from_candidate": decision.published_from_candidate,
-            "gate_reason": decision.reason,
+            "published_from_candidate": gate.published_from_candidate,
+            "gate_reason": gate.summary(),
             "model_version": scored.model_version,
             "top_k": settings.top_k,
             "users_scored": scored.users,
@@ -180,7 +207,8 @@ def publish_stage(
             "stage_seconds": dict(stage_seconds),
         },
     )
-    preview = staged.sort("user_id", "rank").head(3 * settings.top_k)
+    # The preview goes to the UI: pseudonyms, whatever the published table holds.
+    preview = pseudonyms.frame(staged.sort("user_id", "rank").head(3 * settings.top_k))
     return PublishResult(
         run_date=run_date,
         path=path,
@@ -195,4 +223,37 @@ def publish_stage(
             {k: (str(v) if not isinstance(v, (int, float)) else v) for k, v in r.items()}
             for r in preview.to_dicts()
         ],
+    )
+
+
+def _record_refusal(
+    lake: Lake,
+    run_date: dt.date,
+    settings: Settings,
+    scored: ScoreStageResult,
+    gate: SegmentGate,
+    stage_seconds: Mapping[str, float],
+    started_at: dt.datetime,
+    reason: str,
+) -> None:
+    """Record the refused night in gold/runs (status `refused`, the reason in `error`) and
+    make sure the warehouse serves it; nothing else is written."""
+    ensure_warehouse(lake)
+    record_run(
+        lake,
+        run_date,
+        {
+            "status": "refused",
+            "error": reason,
+            "champion_model": gate.pooled.model,
+            "published_from_candidate": gate.published_from_candidate,
+            "gate_reason": gate.summary(),
+            "model_version": scored.model_version,
+            "top_k": settings.top_k,
+            "users_scored": scored.users,
+            "rows_published": 0,
+            "started_at": started_at,
+            "finished_at": dt.datetime.now(dt.UTC),
+            "stage_seconds": dict(stage_seconds),
+        },
     )

@@ -8,7 +8,7 @@ before anything becomes visible. The kernel is `tasks.serve.topk`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,13 @@ from schemas.tables import MODELS, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
 from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
-from tasks.learn.history import load_history
+from tasks.learn.history import History, load_history
+from tasks.learn.holdout import segments_at
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.models.base import Recommender
 from tasks.models.metalearner import MetaLearner
-from tasks.serve.candidates import fit_baselines
+from tasks.serve.candidates import Candidate, fit_candidates
+from tasks.serve.gate import SegmentGate
 from tasks.serve.topk import ranked_lists
 
 
@@ -110,45 +112,80 @@ class ScoreStageResult:
 
     run_date: dt.date
     staged_path: str
-    model: str
+    model: str  # the models serving tonight, joined by "+" (each row names its own)
     model_version: str
     users: int
     rows: int
-    segments: dict[str, int]
+    segments: dict[str, int]  # users per contract segment (new, warm, cold_zero_shot)
+    users_by_model: dict[str, int] = field(default_factory=dict)  # users each model serves
+    users_by_gate_segment: dict[str, int] = field(default_factory=dict)
+
+
+# Tonight's composed lists wait under this staging partition (model=...).
+STAGED = "gated"
 
 
 def score_stage(
-    lake: Lake, run_date: dt.date, settings: Settings, model_name: str
+    lake: Lake,
+    run_date: dt.date,
+    settings: Settings,
+    gate: SegmentGate,
+    candidates: dict[str, Candidate],
 ) -> ScoreStageResult:
-    """Top-K for every user known up to run_date (history or raw/users) from `model_name`.
+    """Top-K for every user known up to run_date (history or raw/users), each user's list
+    from the model the gate chose for their segment at the end of D.
 
     The meta-learner is tonight's checkpoint (models/run_date=D), which adapts to each
-    user's full history with no retraining; a baseline is refitted on the full history and
-    saved beside it. The table is staged (`staging/recommendations/run_date=D/`) for the
-    publish stage, which checks the contract before anything becomes visible
-    (write-audit-publish: readers never see an unchecked table).
+    user's full history with no retraining (its time prior moved to the end of D); a
+    baseline is refitted on the full history and saved beside it. The table is staged
+    (`staging/recommendations/run_date=D/model=gated/`) for the publish stage, which
+    checks the contract before anything becomes visible (write-audit-publish).
     """
     history = load_history(lake, run_date)
-    folder = lake.path(MODELS, run_date=run_date)
-    if model_name == "metalearner":
-        model = MetaLearner.load(lake.url(MODELS, run_date=run_date))
-    else:
-        model = fit_baselines(history.interactions, history.side, history.now,
-                              names=(model_name,))[model_name]  # fmt: skip
-        if lake.is_local:  # baselines save to local folders only
-            model.save(Path(f"{folder}/{model_name}"))
-    segments = assign_segments(history.interactions, run_date)
-    recs = recommend(model, history.interactions, history.side, settings.top_k, segments,
-                     block_users=settings.score_block_users)  # fmt: skip
-    path = lake.write_partition(STAGING_RECOMMENDATIONS, recs, run_date=run_date,
-                                model=model_name)  # fmt: skip
-    names, counts = np.unique(segments, return_counts=True)
+    data, now = history.interactions, end_of_day(run_date)
+    gate_segments = segments_at(data, now, settings.returning_gap_days)
+    served = np.array([gate.model_for(s) for s in gate_segments], dtype=object)
+    segments = assign_segments(data, run_date)
+    parts = []
+    for name in sorted(set(served)):
+        users = np.flatnonzero(served == name)
+        model = _tonight(lake, run_date, name, candidates, history)
+        recs = recommend(model, data.subset_users(users), history.side, settings.top_k,
+                         segments[users], block_users=settings.score_block_users)  # fmt: skip
+        version = f"{name}@{run_date.isoformat()}"
+        parts.append(recs.with_columns(model=pl.lit(name), model_version=pl.lit(version)))
+    recs = pl.concat(parts)
+    path = lake.write_partition(STAGING_RECOMMENDATIONS, recs, run_date=run_date, model=STAGED)
+    models = sorted(set(served))
     return ScoreStageResult(
         run_date=run_date,
         staged_path=path,
-        model=model_name,
-        model_version=f"{model_name}@{run_date.isoformat()}",
+        model="+".join(models),
+        model_version="+".join(f"{m}@{run_date.isoformat()}" for m in models),
         users=int(recs["user_id"].n_unique()),
         rows=recs.height,
-        segments={str(n): int(c) for n, c in zip(names, counts, strict=True)},
+        segments=_counts(segments),
+        users_by_model=_counts(served),
+        users_by_gate_segment=_counts(gate_segments),
     )
+
+
+def _tonight(
+    lake: Lake, day: dt.date, name: str, candidates: dict[str, Candidate], history: History
+) -> Recommender:
+    """Model `name` as it serves tonight: the checkpoint, or a baseline refitted on the
+    whole history (saved beside the checkpoint on local lakes)."""
+    if name == "metalearner":
+        model = MetaLearner.load(lake.url(MODELS, run_date=day))
+        model.set_time_prior(history.interactions, history.now)  # the present is D
+        return model
+    spec = candidates.get(name) or Candidate(name, None)
+    model = fit_candidates({name: spec}, history.interactions, history.side, history.now)[name]
+    if lake.is_local:  # baselines save to local folders only
+        model.save(Path(f"{lake.path(MODELS, run_date=day)}/{name}"))
+    return model
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(np.asarray(values).astype(str), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}

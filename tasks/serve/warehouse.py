@@ -8,6 +8,13 @@ The warehouse holds views only, so publishing a partition never opens it: the fi
 rebuilt (into a temporary file renamed over it) only when it is missing, unreadable, or
 records another schema version or lake root. Readers holding the old file keep reading
 it, and a nightly never waits for a reader's lock.
+
+Connections (`connect_warehouse`) are read-only and sandboxed: queries reach the files of
+the four tables the views read and no other file of the machine (no COPY out of it, no
+read_text of /etc, no ATTACH, no extension), and cannot undo that. `read_only_sql` also
+refuses every statement but a query, so COPY ... TO cannot write into the lake either.
+The warehouse is local only: DuckDB reads object stores through the httpfs extension,
+which an offline machine cannot install.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from schemas.tables import METRICS, QUARANTINE, RECOMMENDATIONS, RUNS
 from tasks.lake.storage import Lake
 
 log = logging.getLogger(__name__)
+_QUERIES = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 # Offline DuckDB: Parquet/JSON are built in; never try to download an extension.
@@ -100,11 +108,39 @@ def ensure_warehouse(lake: Lake) -> str | None:
 
 
 def connect_warehouse(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """A read-only DuckDB connection to the lake's warehouse (built first when missing)."""
+    """A read-only, sandboxed DuckDB connection to the lake's warehouse (built first when
+    missing); a ValueError for a lake on an object store."""
     path = ensure_warehouse(lake)
     if path is None:
-        raise ValueError(f"no warehouse for non-local lake {lake.root}")
-    return duckdb.connect(path, read_only=True, config=DUCKDB_CONFIG)
+        raise ValueError(local_only(lake))
+    con = duckdb.connect(path, read_only=True, config=DUCKDB_CONFIG)
+    # Only the folders the views read; set in this order (DuckDB refuses to widen the
+    # allowed directories once external access is off), then locked so no query can
+    # SET them back.
+    folders = [f"{lake.path(t).rstrip('/')}/" for t in (RECOMMENDATIONS, METRICS, RUNS, QUARANTINE)]
+    con.execute("SET allowed_directories = ?", [folders])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation | None:
+    """Run the statements of `query` (the last one's relation), refusing all of them unless
+    each is a query (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, VALUES, EXPLAIN)."""
+    for statement in con.extract_statements(query):
+        if statement.type not in _QUERIES:
+            kind = str(statement.type).rsplit(".", 1)[-1]
+            raise ValueError(f"the warehouse is read-only: {kind} statements are refused")
+    return con.sql(query)
+
+
+def local_only(lake: Lake) -> str:
+    """Why an object-store lake has no warehouse, and what to use instead."""
+    return (
+        f"no warehouse for {lake.root}: warehouse.duckdb is local only (DuckDB reads object "
+        "stores through its httpfs extension, not installed offline); query the Parquet "
+        "with pyarrow.dataset or Polars, or DuckDB with httpfs (docs/sql.md)"
+    )
 
 
 def _served_schema(target: str) -> tuple[str, str] | None:

@@ -15,8 +15,10 @@ Each row's fate comes from `schemas.interactions.RULES`, compiled into Polars pr
 that run on every row (`rules`); the first failing rule names the reason. The same RULES
 build the Great Expectations suite (`gx`) that then validates a deterministic sample of
 the batch's silver rows (see docs/validation.md), so the rules are declared once and the
-GX result is the evidence of what was checked. `accounting`: the result and its gold/runs
-row; `stage`: dates, groups, writes and the skip.
+GX result is the evidence of what was checked. A date's status is "ok", "warning" (written,
+with an unreadable landing file or a failed GX check: docs/operations.md, "Bad input
+policy") or "failed" (bad share over the threshold). `accounting`: the result and its
+gold/runs row; `stage`: dates, groups, writes and the skip.
 """
 
 from tasks.validate.accounting import ValidationResult

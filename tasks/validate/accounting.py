@@ -21,7 +21,9 @@ from schemas.runs import runs_row
 class ValidationResult:
     """Accounting of one partition: raw_rows == silver_rows + sum(quarantined) + duplicates.
 
-    status is "ok" or "failed" (bad share over the threshold; `error` says why);
+    status is "ok", "warning" (written, but something needs a look: an unreadable landing
+    file, a failed Great Expectations check; `warnings` says what, docs/operations.md
+    "Bad input policy") or "failed" (bad share over the threshold; `error` says why);
     skipped means bronze and settings were unchanged since the last validation, whose
     result this is.
     """
@@ -39,6 +41,7 @@ class ValidationResult:
     status: str = "ok"
     error: str | None = None
     skipped: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 def accounting_row(r: ValidationResult, started_at: dt.datetime) -> pa.Table:
@@ -53,7 +56,8 @@ def accounting_row(r: ValidationResult, started_at: dt.datetime) -> pa.Table:
             "status": r.status,
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.UTC),
-            "error": r.error,
+            # A warning's text goes where an operator looks for why a date is not "ok".
+            "error": r.error or ("; ".join(r.warnings) if r.warnings else None),
             "raw_rows": r.raw_rows,
             "silver_rows": r.silver_rows,
             "quarantined_rows": sum(r.quarantined.values()),

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from schemas.interactions import REQUIRED_RAW_COLUMNS, RULES, UNIQUE_KEY
 from tasks.config import Settings
-from tasks.validate.rules import future_limit
+from tasks.validate.rules import future_limit, ts_floor
 
 # pandas type names GX observes for each Arrow type (after Polars' to_pandas).
 _GX_TYPES = {pa.string(): "str", pa.float64(): "float64", pa.int64(): "int64"}
@@ -51,6 +51,14 @@ def build_suite(schema: pa.Schema, day: dt.date, settings: Settings) -> Any:
             add(gxe.ExpectColumnValuesToBeNull(column=column))
         elif rule.kind == "not_empty" or (rule.kind == "parsed" and column in REQUIRED_RAW_COLUMNS):
             add(gxe.ExpectColumnValuesToNotBeNull(column=column))
+        elif rule.kind == "max_length":
+            add(
+                gxe.ExpectColumnValueLengthsToBeBetween(
+                    column=column, max_value=settings.max_id_length
+                )
+            )
+        elif rule.kind == "not_before":
+            add(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=ts_floor(settings)))
         elif rule.kind == "not_future":
             add(
                 gxe.ExpectColumnValuesToBeBetween(
@@ -68,7 +76,9 @@ def build_suite(schema: pa.Schema, day: dt.date, settings: Settings) -> Any:
                 )
             )
         elif rule.kind == "unique_key" and set(UNIQUE_KEY) <= names:
-            add(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(UNIQUE_KEY)))
+            # Unique within a partition: a sample of many dates carries its date as `dt`.
+            key = [*UNIQUE_KEY, *(["dt"] if "dt" in names else [])]
+            add(gxe.ExpectCompoundColumnsToBeUnique(column_list=key))
     suite = load_gx()["module"].ExpectationSuite(name=f"interactions_{day.isoformat()}")
     for exp in expectations.values():
         suite.add_expectation(exp)

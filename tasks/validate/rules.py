@@ -3,7 +3,8 @@
 The rules run over all rows of many partitions at once: the partition date of each row is
 the column `DAY` (the future-ts limit depends on it), and duplicates are found within each
 partition. A cheap "suspect" predicate runs on every row first; the rows it leaves out
-provably pass every row rule, so the exact rules run on the suspects only.
+provably pass every row rule and need no id normalisation, so the exact rules (and the
+normalisation, `schemas.interactions.ID_NORMALISATION`) run on the suspects only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from schemas.interactions import BRONZE, QUARANTINE, RULES, SILVER, UNIQUE_KEY, Rule
+from schemas.interactions import (
+    BRONZE,
+    ID_NORMALISATION,
+    QUARANTINE,
+    RULES,
+    SILVER,
+    UNIQUE_KEY,
+    Rule,
+)
 from tasks.config import Settings
 from tasks.lake.dates import end_of_day
 
@@ -25,6 +34,9 @@ _SOURCE_ORDER = ("source_file", "source_line")
 _SILVER_ORDER = ("ts", "user_id", "item_id", "event_type")
 _BRONZE_NAMES = tuple(BRONZE.names)
 _UTC = pl.Datetime("us", "UTC")
+_IDS = ("user_id", "item_id")
+# Ids that may change under ID_NORMALISATION or be blank: edge whitespace, empty, "1.0".
+_ID_SUSPECT = r"^\s|\s$|^$|^[+-]?[0-9]+\.0+$"
 
 
 def compile_rule(rule: Rule, day: dt.date | pl.Expr, settings: Settings) -> pl.Expr:
@@ -37,6 +49,10 @@ def compile_rule(rule: Rule, day: dt.date | pl.Expr, settings: Settings) -> pl.E
         return col.is_not_null() & (col == rule.reason)
     if rule.kind == "not_empty":
         return col.is_null() | (col.str.strip_chars() == "")
+    if rule.kind == "max_length":
+        return col.is_not_null() & (col.str.len_chars() > settings.max_id_length)
+    if rule.kind == "not_before":
+        return col.is_not_null() & (col < ts_floor(settings))
     if rule.kind == "parsed":
         raw = pl.col(f"{rule.column}_raw")
         return raw.is_not_null() & (raw.str.strip_chars() != "") & col.is_null()
@@ -50,6 +66,18 @@ def compile_rule(rule: Rule, day: dt.date | pl.Expr, settings: Settings) -> pl.E
         inside = col.is_between(settings.value_min, settings.value_max) & ~col.is_nan()
         return col.is_not_null() & ~inside
     raise ValueError(f"rule {rule.reason!r}: no row predicate for kind {rule.kind!r}")
+
+
+def ts_floor(settings: Settings) -> dt.datetime:
+    """Earliest acceptable event time: Settings.min_ts, naive meaning UTC."""
+    floor = settings.min_ts
+    return floor if floor.tzinfo else floor.replace(tzinfo=dt.UTC)
+
+
+def normalise_id(column: str) -> pl.Expr:
+    """An id as silver stores and compares it (ID_NORMALISATION): trimmed, "1.0" -> "1"."""
+    pattern, replacement = ID_NORMALISATION
+    return pl.col(column).str.strip_chars().str.replace(pattern, replacement)
 
 
 def future_limit(day: dt.date, settings: Settings) -> dt.datetime:
@@ -95,6 +123,10 @@ def split(
     wide = [c for c in _BRONZE_NAMES if c not in cols]
     sus = core.filter(flag).drop("_flag")
     sus = sus.join(_fetch(bronze, sus["_row"], wide), on="_row")
+    # Ids are judged, deduped and stored normalised; the quarantine shows them as landed.
+    raw_ids = {f"_raw_{c}": pl.col(c) for c in _IDS}
+    sus = sus.with_columns(**raw_ids, **{c: normalise_id(c) for c in _IDS})
+    core = _with_normalised_ids(core, sus)
     sus = sus.with_columns(pl.col("source_file").cast(pl.String), reason=_reason(settings))
     ok = (~flag).scatter(sus.filter(pl.col("reason").is_null())["_row"], True)
     # Only rows whose key occurs more than once need ordering, a tiny share: a 64-bit
@@ -119,12 +151,15 @@ def split(
     dropped = dup_keys.filter(pl.col("reason").is_not_null() | pl.col("_dup"))["_row"]
     silver = core.select(*cols, _keep=ok.scatter(dropped, False))
     del core
-    conflicts = dup_keys.filter(pl.col("reason").is_not_null()).drop("_flag", "_dup")
+    conflicts = dup_keys.filter(pl.col("reason").is_not_null()).drop("_flag", "_dup", *_IDS)
     if conflicts.height:
-        conflicts = conflicts.join(_fetch(bronze, conflicts["_row"], wide), on="_row")
+        conflicts = conflicts.join(_fetch(bronze, conflicts["_row"], [*wide, *_IDS]), on="_row")
     expectation = {r.reason: r.expectation for r in RULES}
+    rejected = sus.filter(pl.col("reason").is_not_null()).with_columns(
+        **{c: pl.col(f"_raw_{c}") for c in _IDS}
+    )
     quarantine = (
-        pl.concat([sus.filter(pl.col("reason").is_not_null()), conflicts], how="diagonal_relaxed")
+        pl.concat([rejected, conflicts], how="diagonal_relaxed")
         .with_columns(expectation=pl.col("reason").replace_strict(expectation))
         .sort(DAY, *_SOURCE_ORDER)
         .select(*QUARANTINE.names, DAY)
@@ -156,24 +191,37 @@ def sorted_pieces(silver: pl.DataFrame, rows: int = 500_000) -> Iterator[pl.Data
         yield silver.filter(inside).select(out).sort(_SILVER_ORDER)
 
 
+def _with_normalised_ids(core: pl.DataFrame, sus: pl.DataFrame) -> pl.DataFrame:
+    """`core` with the normalised ids of the suspect rows that changed (by row number)."""
+    for c in _IDS:
+        changed = sus.filter(pl.col(c).ne_missing(pl.col(f"_raw_{c}")))
+        if changed.height:
+            core = core.with_columns(core[c].scatter(changed["_row"], changed[c]))
+    return core
+
+
 def _future_limit_expr(day: pl.Expr, settings: Settings) -> pl.Expr:
     """`future_limit` of each row's partition date, as an expression."""
     return day.cast(_UTC) + dt.timedelta(days=1, hours=settings.future_tolerance_hours)
 
 
 def _suspect(settings: Settings) -> pl.Expr:
-    """True for every row that may fail a row rule; cheap (no string scans but one
-    anchored regex). Rows it leaves out pass every row rule, so the exact rules (string
-    stripping per rule) run on the suspects only."""
-    blank = [
-        pl.col(c).is_null() | pl.col(c).str.contains(r"^(\s|$)") for c in ("user_id", "item_id")
+    """True for every row that may fail a row rule or have its ids changed by
+    normalisation; cheap (no string work but one regex per id). Rows it leaves out pass
+    every row rule as they are, so the exact rules run on the suspects only."""
+    odd_id = [
+        pl.col(c).is_null()
+        | pl.col(c).str.contains(_ID_SUSPECT)
+        | (pl.col(c).str.len_bytes() > settings.max_id_length)  # chars <= bytes
+        for c in _IDS
     ]
     ts, value = pl.col("ts"), pl.col("value")
     return (
         pl.col("parse_error").is_not_null()
-        | blank[0]
-        | blank[1]
+        | odd_id[0]
+        | odd_id[1]
         | ts.is_null()
+        | (ts < ts_floor(settings))
         | (ts > _future_limit_expr(pl.col(DAY), settings))
         | ~pl.col("event_type").is_in(list(settings.event_types)).fill_null(False)
         | (value.is_null() & pl.col("value_raw").is_not_null())

@@ -33,7 +33,8 @@ GX_RESULT = "_gx_result.json"
 GROUP_ROWS = 2_000_000
 # The settings a partition's fate depends on (part of its silver fingerprint).
 _RULE_SETTINGS = {
-    "event_types", "value_min", "value_max", "future_tolerance_hours", "max_bad_share"
+    "event_types", "value_min", "value_max", "future_tolerance_hours", "max_bad_share",
+    "min_ts", "max_id_length",
 }  # fmt: skip
 
 
@@ -61,7 +62,9 @@ def validate_dates(
     Quarantine (where non-empty) and the accounting row are always written. Silver is
     written only for a partition whose quarantined share is within
     `settings.max_bad_share`; a partition over it gets status "failed" (its previous
-    silver, if any, is kept) and the others go on. A partition whose bronze stamp and
+    silver, if any, is kept) and the others go on. A written partition with an unreadable
+    landing file, or in a batch whose Great Expectations check failed, gets status
+    "warning" (its `warnings` say why); a clean one "ok". A partition whose bronze stamp and
     validation settings match its silver stamp is skipped. Great Expectations runs once,
     on a deterministic sample of the silver rows of all partitions validated.
     """
@@ -133,6 +136,8 @@ def _split_group(
                 f"{n_bad} quarantined + {n_dup} duplicates"
             )
         failed = raw > 0 and n_bad / raw > settings.max_bad_share
+        corrupt = [tuple(x) for x in ingested[day].get("corrupt_files", [])]
+        warnings = [f"unreadable file {name}: {reason}" for name, reason in corrupt]
         paths = {}
         if day in q_parts:
             paths["quarantine"] = lake.write_partition(tables.QUARANTINE, q_parts[day], dt=day)
@@ -150,18 +155,20 @@ def _split_group(
                 silver_rows=n_silver,
                 quarantined=counts,
                 duplicates=n_dup,
-                corrupt_files=[tuple(x) for x in ingested[day].get("corrupt_files", [])],
+                corrupt_files=corrupt,
                 bad_share=n_bad / raw if raw else 0.0,
                 gx_success=None,
                 gx_statistics={},
                 paths=paths,
-                status="failed" if failed else "ok",
+                status="failed" if failed else "warning" if warnings else "ok",
+                warnings=warnings,
             )
         )
     # Sample row numbers, then gather: no copy of the kept rows is made.
     rows = silver.select(pl.arg_where(pl.col("_keep") & pl.col(DAY).is_in(written))).to_series()
     rows = rows.sample(n=min(rows.len(), settings.gx_sample_rows), seed=settings.seed).sort()
-    sample = silver.select(pl.col(SILVER.names).gather(rows))
+    # With its date: the key is unique per partition, the same event may land on two dates.
+    sample = silver.select(pl.col(SILVER.names).gather(rows), pl.col(DAY).gather(rows).alias("dt"))
     return out, sample.cast({"source_file": pl.String})
 
 
@@ -189,7 +196,13 @@ def _finish_batch(
             out.append(replace(r, error=_failure(r, settings)))
         else:
             paths = {**r.paths, "gx_result": gx_path}
-            out.append(replace(r, gx_success=gx_success, gx_statistics=gx_stats, paths=paths))
+            r = replace(r, gx_success=gx_success, gx_statistics=gx_stats, paths=paths)
+            if gx_success is False:  # the contract failed on silver: a bug to look at
+                bad = f"{gx_stats.get('unsuccessful_expectations')} of "
+                bad += f"{gx_stats.get('evaluated_expectations')} expectations"
+                note = f"Great Expectations failed {bad} on the batch sample (see {gx_path})"
+                r = replace(r, status="warning", warnings=[*r.warnings, note])
+            out.append(r)
     return out
 
 

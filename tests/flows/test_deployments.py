@@ -195,7 +195,8 @@ def test_scheduled_nightly_runs_on_the_pools_and_tells_its_story(stack: Stack) -
     recs = _table(found["metarec-recommendations"])
     assert {"user_id", "rank", "item_id", "score", "user_segment"} <= set(recs[0])
     assert [r["rank"] for r in recs if r["user_id"] == recs[0]["user_id"]] == list(range(1, 21))
-    assert "Published model" in found["metarec-gate"]["data"]
+    assert "Published models" in found["metarec-gate"]["data"]
+    assert "| segment | holdout users | serves it | why |" in found["metarec-gate"]["data"]
     evaluation = _table(found["metarec-evaluation"])
     assert {"most_popular", "metalearner"} <= {r["model"] for r in evaluation}
     assert sum(r["champion"] == "yes" for r in evaluation if r["segment"] == "all") == 1

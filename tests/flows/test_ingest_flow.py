@@ -1,15 +1,19 @@
 """flows/ingest.py end to end under the Prefect test harness: ML-100K (every row clean),
 a synthetic dirty run whose quarantine matches the generator's manifest exactly, a failing
-date that does not stop the others, and idempotent reruns."""
+date that does not stop the others, idempotent reruns; and hostile input (issue 12):
+folders that are not dates, dates completed with warnings, an error confined to its date."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
+from prefect.artifacts import Artifact
 
+import flows.ingest
 from flows.ingest import ingest_flow
 from tasks.lake.storage import Lake
 from tasks.sources.movielens import import_movielens
@@ -111,3 +115,94 @@ def test_a_failing_date_is_reported_and_the_others_go_on(lake_root: str) -> None
         0, named=True
     )
     assert (run["status"], run["quarantined_rows"], run["silver_rows"]) == ("failed", 9, 0)
+
+
+GOOD = b"user_id,item_id,ts\nu1,i1,2024-01-01T10:00:00Z\n"
+
+
+def _latest_artifact() -> tuple[list[dict], str]:
+    art = Artifact.get(key="metarec-validate")
+    data = art.data if isinstance(art.data, list) else json.loads(art.data)
+    return data, art.description
+
+
+def test_stray_folders_are_skipped_and_named_never_fatal(lake_root: str) -> None:
+    lake = Lake(lake_root)
+    for folder in ("dt=2024-01-01", "dt=junk", "dt=20240115", "dt=2024-W03-1"):
+        lake.write_bytes(f"raw/interactions/{folder}/a.csv", GOOD)
+    state = ingest_flow(storage=lake.root, start="2024-01-01", end="2024-01-31",
+                        return_state=True)  # fmt: skip
+    assert state.is_completed()
+    assert state.message == (
+        "1 dates ingested; skipped 3 raw folders that are not dt=YYYY-MM-DD: "
+        "['dt=2024-W03-1', 'dt=20240115', 'dt=junk']"
+    )
+    (summary,) = state.result()
+    assert (summary["date"], summary["status"], summary["silver_rows"]) == ("2024-01-01", "ok", 1)
+    _, description = _latest_artifact()
+    assert description.endswith(
+        ". Skipped, not dt=YYYY-MM-DD folders: dt=2024-W03-1, dt=20240115, dt=junk"
+    )
+
+
+def test_warnings_complete_the_flow_with_a_message_and_show_in_runs(lake_root: str) -> None:
+    lake = Lake(lake_root)
+    lake.write_bytes("raw/interactions/dt=2024-01-01/a.csv", GOOD)
+    lake.write_bytes("raw/interactions/dt=2024-01-02/a.csv.gz", b"\x1f\x8b cut off")  # only file
+    lake.write_bytes("raw/interactions/dt=2024-01-03/a.csv", GOOD.replace(b"01T", b"03T"))
+    lake.write_bytes("raw/interactions/dt=2024-01-03/empty.csv", b"")
+    state = ingest_flow(storage=lake.root, start="2024-01-01", end="2024-01-03",
+                        return_state=True)  # fmt: skip
+    assert state.is_completed()
+    assert state.message == "3 dates ingested; 2 with warnings: ['2024-01-02', '2024-01-03']"
+    summaries = state.result()
+    assert [s["status"] for s in summaries] == ["ok", "warning", "warning"]
+    assert summaries[1]["warnings"] == [
+        "unreadable file raw/interactions/dt=2024-01-02/a.csv.gz: invalid_gzip"
+    ]
+    assert summaries[2]["warnings"] == [
+        "unreadable file raw/interactions/dt=2024-01-03/empty.csv: empty_file"
+    ]
+    assert [(s["raw_rows"], s["silver_rows"]) for s in summaries] == [(1, 1), (0, 0), (1, 1)]
+    for s in summaries:
+        _assert_accounted(lake, s)
+    for s in summaries:
+        run = lake.read_partition(
+            "gold/runs", stage="validate", dt=dt.date.fromisoformat(s["date"])
+        )
+        assert run["status"].to_list() == [s["status"]]
+    rows, _ = _latest_artifact()
+    assert [(r["date"], r["status"], r["warnings"]) for r in rows] == [
+        ("2024-01-01", "ok", ""),
+        ("2024-01-02", "warning", summaries[1]["warnings"][0]),
+        ("2024-01-03", "warning", summaries[2]["warnings"][0]),
+    ]
+
+
+def test_an_error_in_one_date_never_fails_another(
+    lake_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = flows.ingest.validate_dates
+
+    def fragile(lake: Lake, days: list[dt.date], settings: object) -> list:
+        if dt.date(2024, 1, 2) in days:
+            raise RuntimeError("disk on fire")
+        return real(lake, days, settings)
+
+    monkeypatch.setattr(flows.ingest, "validate_dates", fragile)
+    lake = Lake(lake_root)
+    for d in ("01", "02", "03"):
+        lake.write_bytes(
+            f"raw/interactions/dt=2024-01-{d}/a.csv", GOOD.replace(b"01T", d.encode() + b"T")
+        )
+    state = ingest_flow(storage=lake.root, start="2024-01-01", end="2024-01-03",
+                        return_state=True)  # fmt: skip
+    assert state.is_failed()
+    assert state.message == "1 of 3 dates failed: ['2024-01-02']"
+    summaries = state.result(raise_on_failure=False)
+    assert [(s["date"], s["status"]) for s in summaries] == [
+        ("2024-01-01", "ok"), ("2024-01-02", "failed"), ("2024-01-03", "ok")
+    ]  # fmt: skip
+    assert summaries[1]["error"] == "RuntimeError: disk on fire"
+    _assert_accounted(lake, summaries[0])
+    _assert_accounted(lake, summaries[2])

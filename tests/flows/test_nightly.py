@@ -18,8 +18,10 @@ import torch
 from flows.cli import main
 from schemas.recommendations import RECOMMENDATIONS
 from tasks.config import Settings
+from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
 from tasks.learn.history import load_history
+from tasks.learn.holdout import segments_at
 from tasks.models.metalearner import MetaLearner
 from tasks.serve import evaluate, publish, score, warehouse
 from tasks.sources.movielens import import_movielens
@@ -127,15 +129,27 @@ def test_new_user_gets_personal_recommendations(lake: Lake) -> None:
 
 
 def test_published_model_is_the_gates_choice_and_personal(lake: Lake) -> None:
-    """The table comes from the model the gate chose, the run record names it, and the
-    user with a distinctive history gets a list that is not the popularity list."""
+    """Each user's list comes from the model the per-segment gate chose for their segment
+    (gold/metrics marks it), the run record names them, and the user with a distinctive
+    history gets a list that is not the popularity list."""
     recs = _published(lake)
     run = lake.read_partition("gold/runs", stage="nightly", dt=DAY).to_dicts()[0]
     metrics = lake.read_partition("gold/metrics", run_date=DAY)
-    champion = metrics.filter(pl.col("is_champion"))["model"].unique().to_list()
-    assert champion == [run["champion_model"]]
-    expected = run["champion_model"] if run["published_from_candidate"] else run["published_model"]
-    assert recs["model"].unique().to_list() == [run["published_model"]] == [expected]
+    chosen = dict(metrics.filter(pl.col("is_champion")).select("segment", "model").iter_rows())
+    assert chosen.pop("all") == run["champion_model"]
+    history = load_history(lake, DAY)
+    segment = segments_at(history.interactions, end_of_day(DAY), Settings().returning_gap_days)
+    expected = pl.DataFrame(
+        {
+            "user_id": history.interactions.user_ids.astype(str),
+            "want": [chosen.get(s, run["champion_model"]) for s in segment],
+        }
+    )
+    got = recs.group_by("user_id").agg(pl.col("model").unique()).join(expected, on="user_id")
+    assert got.height == recs["user_id"].n_unique()
+    assert (got["model"].list.len() == 1).all()
+    assert got["model"].list.first().to_list() == got["want"].to_list()
+    assert sorted(run["published_model"].split("+")) == sorted(recs["model"].unique())
     assert run["rows_published"] == recs.height
     assert run["seconds_train"] > 0 and run["seconds_evaluate"] > 0
     mine = recs.filter(pl.col("user_id") == NEW_USER)
@@ -198,10 +212,11 @@ def test_gate_refuses_a_broken_model(lake: Lake, tmp_path: Path) -> None:
     assert evaluated.decision.model != "metalearner"
     assert not evaluated.decision.published_from_candidate
     assert "metalearner" in evaluated.decision.reason
-    scored = score.score_stage(lake, DAY, settings, evaluated.decision.model)
-    publish.publish_stage(lake, DAY, settings, scored, evaluated.decision, {})
+    assert "metalearner" not in evaluated.gate.models  # it serves no segment either
+    scored = score.score_stage(lake, DAY, settings, evaluated.gate, evaluated.candidates)
+    publish.publish_stage(lake, DAY, settings, scored, evaluated.gate, {})
     recs = _published(lake)
-    assert recs["model"].unique().to_list() == [evaluated.decision.model]
+    assert sorted(recs["model"].unique()) == evaluated.gate.models
     run = lake.read_partition("gold/runs", stage="nightly", dt=DAY)
     assert run["status"].to_list() == ["published_baseline"]
     assert np.isfinite(recs["score"].to_numpy()).all()

@@ -44,6 +44,8 @@ def test_metarec_server_brings_up_the_stack_and_stops_it(tmp_path: Path) -> None
                 break
         assert any(f"http://127.0.0.1:{port}" in x for x in lines), lines
         api = f"http://127.0.0.1:{port}/api"
+        # The UI served there calls this API, not the default port's (tests/flows/test_ui.py).
+        assert _get(f"http://127.0.0.1:{port}/ui-settings")["api_url"] == api
         nightly = _get(f"{api}/deployments/name/nightly/nightly")
         (schedule,) = nightly["schedules"]
         assert schedule["schedule"]["cron"] == "15 4 * * *"

@@ -1,5 +1,6 @@
-"""tasks/ingest/readers.py: landing Parquet typed as it is, unreadable files reported while
-the other files of the date go on, every bronze column present in order."""
+"""tasks/ingest/readers.py: landing Parquet typed as it is (unknown columns dropped unless
+kept), unreadable files reported while the other files of the date go on, every bronze
+column present in order."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from schemas.interactions import BRONZE
 from tasks.config import Settings
 from tasks.ingest import ingest_date
-from tasks.ingest.readers import READ_COLUMNS, read_files
+from tasks.ingest.readers import READ_COLUMNS, LandingFile, ReadOptions, ReadReport, read_files
 from tasks.lake.storage import Lake
 from tests.ingest.samples import CSV, DAY, RAW, bronze, land
 
+JSONL = b'{"user_id":"u","zone":1}\n'
 
-def test_parquet_rows_numbered_and_unknown_columns_in_extra(lake: Lake) -> None:
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_parquet_rows_numbered_and_unknown_columns_dropped_unless_kept(
+    lake: Lake, keep: bool
+) -> None:
     table = pa.table(
         {
             "user_id": [1, 2],
@@ -31,13 +38,14 @@ def test_parquet_rows_numbered_and_unknown_columns_in_extra(lake: Lake) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf)
     name = land(lake, "c.parquet", buf.getvalue())
-    result = ingest_date(lake, DAY, Settings())
-    assert result.unknown_columns == {name: ["colour"]}
+    result = ingest_date(lake, DAY, Settings(keep_unknown_columns=keep))
+    assert result.unknown_columns == {name: ["colour"]}  # reported either way
     b = bronze(lake)
     assert b["source_line"].to_list() == [1, 2]
     assert b["user_id"].to_list() == ["1", "2"]
     assert b["ts"].to_list() == [dt.datetime(2024, 1, 1, 5, tzinfo=dt.UTC), None]
-    assert [json.loads(e) for e in b["extra"]] == [{"colour": "red"}, {"colour": "blue"}]
+    extra = [json.loads(e) if e else None for e in b["extra"]]
+    assert extra == ([{"colour": "red"}, {"colour": "blue"}] if keep else [None, None])
 
 
 def test_unreadable_files_are_reported_and_the_rest_goes_on(lake: Lake) -> None:
@@ -59,12 +67,17 @@ def test_unreadable_files_are_reported_and_the_rest_goes_on(lake: Lake) -> None:
     assert bronze(lake)["source_file"].unique().to_list() == [f"{RAW}/a.csv"]
 
 
-def test_pieces_have_every_bronze_column_but_ingested_at_and_the_day() -> None:
-    corrupt: dict[str, str] = {}
-    unknown: dict[str, list[str]] = {}
-    files = [(DAY, "x/a.csv", CSV), (DAY, "x/b.jsonl", b'{"user_id":"u","zone":1}\n')]
-    pieces = list(read_files(files, corrupt, unknown))
+def test_pieces_have_every_bronze_column_but_ingested_at_and_the_day(lake: Lake) -> None:
+    files = [
+        LandingFile(DAY, name, lake.path("raw/interactions", dt=DAY) + name[len(RAW) :], n)
+        for name, n in ((land(lake, "a.csv", CSV), len(CSV)),
+                        (land(lake, "b.jsonl", JSONL), len(JSONL)))
+    ]  # fmt: skip
+    report = ReadReport()
+    pieces = list(read_files(lake.fs, files, ReadOptions.of(Settings()), report))
     assert [n for n in BRONZE.names if n != "ingested_at"] == READ_COLUMNS
     assert all(p.columns == [*READ_COLUMNS, "_day"] for p in pieces)
     assert sum(p.height for p in pieces) == 4
-    assert (corrupt, unknown) == ({}, {"x/b.jsonl": ["zone"]})
+    assert report.corrupt == {}
+    assert report.unknown == {f"{RAW}/b.jsonl": ["zone"]}
+    assert report.yielded == {f"{RAW}/a.csv", f"{RAW}/b.jsonl"}

@@ -40,7 +40,12 @@ def test_the_stamp_records_hashes_and_result(lake: Lake) -> None:
     stamp = read_stamp(lake, "bronze/interactions", dt=DAY)
     hashes = stamp["result"]["files"]
     assert sorted(hashes) == [name, f"{RAW}/b.csv.gz"]
-    assert stamp["fingerprint"] == fingerprint(MANIFEST_VERSION, hashes)
+    read_settings = {"keep_unknown_columns", "max_file_bytes", "max_compression_ratio",
+                     "ratio_check_min_bytes"}  # fmt: skip
+    config = Settings().model_dump(include=read_settings)
+    assert stamp["fingerprint"] == fingerprint(MANIFEST_VERSION, hashes, config)
+    assert sorted(stamp["result"]["listing"]) == sorted(hashes)  # [size, mtime] per file
+    assert stamp["result"]["listing"][name][0] == len(CSV)
     assert stamp["result"]["rows"] == 3
     assert stamp["result"]["corrupt_files"] == [[f"{RAW}/b.csv.gz", "invalid_gzip"]]
     folder = lake.path("bronze/interactions", dt=DAY)

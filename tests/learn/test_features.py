@@ -143,3 +143,14 @@ def test_read_side_tables_formats(tmp_path, users, items):
     assert side.users["user_id"].dtype == pl.String
     got = side.users.sort(pl.col("user_id").cast(pl.Int64))
     assert got["occupation"].to_list() == users["occupation"].to_list()
+
+
+def test_a_small_table_whose_values_never_repeat_encodes_to_unknown_tokens():
+    """No value reaches min_count: the vocabularies are empty and every value is unknown
+    (found by the privacy tests: training crashed on a 40-user table)."""
+    users = pl.DataFrame({"user_id": [f"u{k}" for k in range(40)],
+                          "city": [f"c{k}" for k in range(40)],
+                          "tags": [f"t{k}|s{k}" for k in range(40)]})  # fmt: skip
+    enc = FeatureEncoder.fit(users, "user_id", min_count=2)
+    out = enc.encode(users, users["user_id"].to_numpy())
+    assert out.tokens.shape[0] == 40 and out.tokens.max() <= enc.n_tokens

@@ -15,8 +15,8 @@ import torch
 from tasks.config import Settings
 from tasks.lake.storage import lake_from
 from tasks.learn.history import History
+from tasks.learn.holdout import holdout_for_night
 from tasks.learn.interactions import Interactions
-from tasks.learn.split import temporal_split
 from tasks.models.metalearner import MetaConfig, MetaLearner, stage
 from tasks.models.metalearner.stage import (
     TrainResult,
@@ -126,9 +126,25 @@ def test_train_stage_saves_and_warm_starts_the_next_night(tmp_path, monkeypatch)
     assert isinstance(first, TrainStageResult) and first.run_date == d1 and second.run_date == d2
     assert first.checkpoint == lake.url("models", run_date=d1)
     assert first.warm_start_from is None and second.warm_start_from == first.checkpoint
-    split = temporal_split(train)
-    assert first.train_rows == len(split.train) and first.steps == second.steps == 3
-    assert first.train_users == len(np.unique(split.train.user))
+    # Trained on what was known at the night's holdout cut (tasks.learn.holdout).
+    holdout = holdout_for_night(train, d1, settings.holdout_min_users,
+                                settings.returning_gap_days, settings.seed)  # fmt: skip
+    assert first.train_rows == len(holdout.train) < len(train)
+    assert first.steps == second.steps == 3
+    assert first.train_users == len(np.unique(holdout.train.user))
+    # The model was fitted only on what was known at the cut, validated only on cases
+    # whose targets lie after it (the future the lake has seen).
+    given = []
+    real = stage.train_metalearner
+    monkeypatch.setattr(
+        stage,
+        "train_metalearner",
+        lambda train, *a, **kw: given.append((train, kw)) or real(train, *a, **kw),
+    )
+    train_stage(lake, d1, settings)
+    ((seen, kw),) = given
+    cut = kw["holdout"].cut
+    assert kw["now"] == cut and seen.ts.max() < cut.timestamp() <= kw["holdout"].targets.ts.min()
     folder = lake.path("models", run_date=d2)
     assert json.loads(lake.fs.cat(f"{folder}/train_log.json")) == second.log
     metrics = json.loads(lake.fs.cat(f"{folder}/metrics.json"))

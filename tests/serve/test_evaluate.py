@@ -14,10 +14,13 @@ import pytest
 from schemas.interactions import SILVER as SILVER_SCHEMA
 from schemas.tables import METRICS, SILVER
 from tasks.config import Settings
+from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
+from tasks.learn.holdout import SEGMENTS
 from tasks.learn.interactions import SideFeatures
 from tasks.learn.metrics import coverage, ndcg_at_k, novelty, recall_at_k
 from tasks.learn.split import temporal_split
+from tasks.serve import evaluate as evaluate_module
 from tasks.serve.candidates import fit_baselines
 from tasks.serve.evaluate import (
     EVAL_SHOTS,
@@ -173,7 +176,7 @@ def test_write_metrics_partition(tmp_path: Path, metrics):
     assert got.to_list() == want.to_list()
 
 
-def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path):
+def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path, monkeypatch):
     """No meta-learner tonight: every baseline is evaluated, the gate says the candidate
     has no metrics, and gold/metrics holds what the result reports."""
     lake = Lake(str(tmp_path / "lake"))
@@ -194,7 +197,17 @@ def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path):
     ).select(SILVER_SCHEMA.names)
     lake.write_partition(SILVER, silver, dt=day)
 
+    fitted_on = []  # what every candidate was fitted on: nothing after the holdout's cut
+    real_fit = evaluate_module.fit_candidates
+    monkeypatch.setattr(evaluate_module, "fit_candidates",
+                        lambda c, train, side, now: fitted_on.append((train, now))
+                        or real_fit(c, train, side, now))  # fmt: skip
+
     result = evaluate_stage(lake, day, Settings(storage=lake.root))
+
+    ((train, now),) = fitted_on
+    assert now == result.cutoff and train.ts.max() < result.cutoff.timestamp()
+    assert len(train) < silver.height  # the weeks after the cut are held out
 
     assert result.run_date == day and result.path == lake.partition_file(METRICS, run_date=day)
     assert not result.decision.published_from_candidate
@@ -202,9 +215,16 @@ def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path):
     rows = pl.DataFrame(result.table)
     assert rows.columns == METRIC_COLUMNS
     assert "metalearner" not in set(rows["model"])
-    assert {f"new_n{n}" for n in EVAL_SHOTS} | {"warm", "new_items", POOLED} == set(rows["segment"])
-    champion = rows.filter("is_champion")
-    assert set(champion["model"]) == {result.decision.model}
+    # The night's holdout: its segments, every case pooled, the cut before the run date.
+    assert set(rows["segment"]) <= {*SEGMENTS, POOLED} and POOLED in set(rows["segment"])
+    assert result.cutoff < end_of_day(day) - dt.timedelta(days=result.horizon_days - 1)
+    pooled = rows.filter(pl.col("segment") == POOLED)["users"].unique().to_list()
+    assert pooled == [sum(result.holdout_users.values())]
+    # Each segment's champion row is the model the gate chose to serve it.
+    for seg, model in rows.filter("is_champion").select("segment", "model").iter_rows():
+        want = result.decision.model if seg == POOLED else result.gate.model_for(seg)
+        assert model == want, seg
+    assert rows.filter("is_champion")["segment"].n_unique() == rows["segment"].n_unique()
     best = rows.filter(pl.col("segment") == POOLED).sort("ndcg_at_10", descending=True)
     assert best["model"][0] == result.decision.model
     assert result.decision.value == pytest.approx(best["ndcg_at_10"][0])

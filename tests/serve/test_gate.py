@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.serve.gate import POOLED, ChampionDecision, choose_champion
+from tasks.serve.gate import (
+    POOLED,
+    ChampionDecision,
+    SegmentGate,
+    choose_by_segment,
+    choose_champion,
+)
 
 
 def test_broken_candidate_is_refused_with_the_numbers(metrics):
@@ -54,3 +60,38 @@ def test_a_nan_candidate_never_passes():
     )  # fmt: skip
     decision = choose_champion(frame)
     assert decision.model == "most_popular" and not decision.published_from_candidate
+
+
+MODELS = ("most_popular", "recent_popular_30d", "metalearner")
+
+
+def test_the_gate_chooses_per_segment_on_a_holdout_with_known_answers():
+    """Four segments whose winners are known, one too small to decide on its own."""
+    rows = {
+        # segment: users, then NDCG@10 of most_popular, recent_popular_30d, metalearner
+        "zero_shot": (50, 0.20, 0.25, 0.30),  # the candidate wins
+        "n3_5": (80, 0.30, 0.40, 0.35),  # beats most-popular but not recent popularity
+        "n51_plus": (60, 0.30, 0.10, 0.25),  # loses to most-popular: never published there
+        "n1_2": (12, 0.10, 0.20, 0.90),  # too few users: the pooled choice
+        POOLED: (202, 0.30, 0.32, 0.31),
+    }
+    frame = pl.DataFrame(
+        [
+            {"model": m, "segment": seg, "users": n, "ndcg@10": v}
+            for seg, (n, *values) in rows.items()
+            for m, v in zip(MODELS, values, strict=True)
+        ]
+    )
+    gate = choose_by_segment(frame, min_users=30)
+    assert gate.pooled.model == "recent_popular_30d"  # 0.32 > 0.31 on the pooled holdout
+    assert gate.by_segment == {"zero_shot": "metalearner", "n3_5": "recent_popular_30d",
+                               "n51_plus": "most_popular"}  # fmt: skip
+    assert gate.model_for("n1_2") == gate.model_for("returning_after_gap") == "recent_popular_30d"
+    assert gate.models == ["metalearner", "most_popular", "recent_popular_30d"]
+    assert gate.published_from_candidate
+    assert "12 holdout users (< 30)" in gate.reasons["n1_2"]
+    assert "0.250 does not beat most_popular 0.300" in gate.reasons["n51_plus"]
+    assert gate.summary().startswith("zero_shot: metalearner (metalearner NDCG@10 0.300 beats")
+    # A decision made on the pooled holdout alone is a gate whose every segment follows it.
+    plain = SegmentGate.of(gate.pooled)
+    assert plain.model_for("zero_shot") == "recent_popular_30d" and not plain.by_segment

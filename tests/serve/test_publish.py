@@ -16,9 +16,9 @@ from schemas.recommendations import RECOMMENDATIONS as CONTRACT
 from schemas.tables import RECOMMENDATIONS, RUNS, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
 from tasks.lake.storage import Lake
-from tasks.serve.gate import ChampionDecision
+from tasks.serve.gate import ChampionDecision, SegmentGate
 from tasks.serve.publish import publish_stage, write_recommendations
-from tasks.serve.score import ScoreStageResult
+from tasks.serve.score import STAGED, ScoreStageResult
 from tasks.serve.warehouse import connect_warehouse, warehouse_path
 
 K = 10
@@ -98,11 +98,12 @@ def test_pyarrow_dataset_reads_the_table_without_duckdb(
 def test_publish_stage(lake: Lake, lists: dict[int, pl.DataFrame]) -> None:
     """Staged lists of two models: the gate's model is published, the night's staging is
     gone, the run is recorded with the stage timings, and DuckDB serves the table."""
-    for model, seed in (("ease", 1), ("metalearner", 2)):
-        lake.write_partition(STAGING_RECOMMENDATIONS, lists[seed], run_date=DAY2, model=model)
+    staged = lists[1].with_columns(model=pl.lit("ease"), model_version=pl.lit("ease@1998-04-23"))
+    lake.write_partition(STAGING_RECOMMENDATIONS, staged, run_date=DAY2, model=STAGED)
     scored = ScoreStageResult(
         run_date=DAY2, staged_path="", model="ease", model_version="ease@1998-04-23",
-        users=943, rows=943 * K, segments={},
+        users=943, rows=943 * K, segments={}, users_by_model={"ease": 943},
+        users_by_gate_segment={},
     )  # fmt: skip
     decision = ChampionDecision("ease", False, "metalearner does not beat ease", "ndcg@10", 0.1)
     started = dt.datetime(1998, 4, 24, 1, tzinfo=dt.UTC)
@@ -138,11 +139,51 @@ def test_publish_stage(lake: Lake, lists: dict[int, pl.DataFrame]) -> None:
 def test_publish_stage_with_an_unknown_stage_timing_publishes_nothing(
     lake: Lake, lists: dict[int, pl.DataFrame]
 ) -> None:
-    lake.write_partition(STAGING_RECOMMENDATIONS, lists[1], run_date=DAY2, model="ease")
-    scored = ScoreStageResult(DAY2, "", "ease", "ease@1998-04-23", 943, 943 * K, {})
+    staged = lists[1].with_columns(model=pl.lit("ease"), model_version=pl.lit("ease@1998-04-23"))
+    lake.write_partition(STAGING_RECOMMENDATIONS, staged, run_date=DAY2, model=STAGED)
+    scored = ScoreStageResult(DAY2, "", "ease", "ease@1998-04-23", 943, 943 * K, {}, {}, {})
     decision = ChampionDecision("ease", False, "reason", "ndcg@10", 0.1)
     with pytest.raises(ValueError, match="unknown stages"):
         publish_stage(lake, DAY2, Settings(storage=lake.root, top_k=K), scored, decision,
                       {"ingest": 1.0})  # fmt: skip
     assert not lake.exists(RECOMMENDATIONS, run_date=DAY2)
-    assert lake.exists(STAGING_RECOMMENDATIONS, run_date=DAY2, model="ease")
+    assert lake.exists(STAGING_RECOMMENDATIONS, run_date=DAY2, model=STAGED)
+
+
+def test_publish_stage_keeps_each_rows_model_from_the_per_segment_gate(
+    lake: Lake, lists: dict[int, pl.DataFrame]
+) -> None:
+    """Lists composed by the score stage from two models: each published row names the
+    model that served its user; the run record names both and the per-segment reasons."""
+    users = sorted(lists[1]["user_id"].unique())
+    half = set(users[: len(users) // 2])
+    staged = (
+        lists[1]
+        .with_columns(
+            model=pl.when(pl.col("user_id").is_in(half))
+            .then(pl.lit("metalearner"))
+            .otherwise(pl.lit("recent_popular_30d"))
+        )
+        .with_columns(model_version=pl.col("model") + "@1998-04-23")
+    )
+    lake.write_partition(STAGING_RECOMMENDATIONS, staged, run_date=DAY2, model=STAGED)
+    scored = ScoreStageResult(DAY2, "", "metalearner+recent_popular_30d", "v", len(users),
+                              staged.height, {}, {}, {})  # fmt: skip
+    pooled = ChampionDecision("recent_popular_30d", False, "pooled reason", "ndcg@10", 0.2)
+    gate = SegmentGate(pooled, {"n3_5": "metalearner"}, {"n3_5": "metalearner wins n3_5"})
+
+    result = publish_stage(lake, DAY2, Settings(storage=lake.root, top_k=K), scored, gate, {})
+
+    published = lake.read_partition(RECOMMENDATIONS, run_date=DAY2)
+    got = published.group_by("model").agg(pl.col("user_id").n_unique()).sort("model")
+    assert got.rows() == [
+        ("metalearner", len(half)),
+        ("recent_popular_30d", len(users) - len(half)),
+    ]
+    assert set(published["model_version"]) == {"metalearner@1998-04-23",
+                                               "recent_popular_30d@1998-04-23"}  # fmt: skip
+    assert result.status == "published"  # the candidate serves a segment
+    run = lake.read_partition(RUNS, stage="nightly", dt=DAY2).row(0, named=True)
+    assert run["published_model"] == "metalearner+recent_popular_30d"
+    assert run["champion_model"] == "recent_popular_30d" and run["published_from_candidate"]
+    assert run["gate_reason"] == "n3_5: metalearner wins n3_5; pooled: pooled reason"

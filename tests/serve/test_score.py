@@ -16,8 +16,13 @@ from schemas.tables import MODELS, SILVER, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
 from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
+from tasks.learn.history import load_history
+from tasks.learn.holdout import segments_at
 from tasks.learn.interactions import Interactions, SideFeatures
-from tasks.serve.score import assign_segments, recommend, score_stage
+from tasks.models.baselines import MostPopularConfig, RecentPopularConfig
+from tasks.serve.candidates import Candidate
+from tasks.serve.gate import ChampionDecision, SegmentGate
+from tasks.serve.score import STAGED, assign_segments, recommend, score_stage
 from tests.serve.fakes import Exploring, RandomFactors
 
 K = 10
@@ -124,19 +129,42 @@ def test_score_stage_stages_a_baseline(tmp_path: Path, shared_data: Path) -> Non
     lake.write_partition(SILVER, silver, dt=day)
     settings = Settings(storage=lake.root, top_k=K)
 
-    result = score_stage(lake, day, settings, "most_popular")
+    # The gate: most-popular for everyone, except the users with 51+ events, whom a
+    # 30-day recent popularity serves.
+    pooled = ChampionDecision("most_popular", False, "test", "ndcg@10", 0.1)
+    gate = SegmentGate(pooled, {"n51_plus": "recent_popular_30d"}, {"n51_plus": "test"})
+    candidates = {
+        "most_popular": Candidate("most_popular", MostPopularConfig()),
+        "recent_popular_30d": Candidate("recent_popular", RecentPopularConfig(30.0)),
+    }
 
-    staged = lake.partition_file(STAGING_RECOMMENDATIONS, run_date=day, model="most_popular")
+    result = score_stage(lake, day, settings, gate, candidates)
+
+    staged = lake.partition_file(STAGING_RECOMMENDATIONS, run_date=day, model=STAGED)
     assert result.staged_path == staged
-    assert result.model_version == "most_popular@1998-04-22"
+    assert result.model == "most_popular+recent_popular_30d"
     assert result.users == 943 and result.rows == 943 * K
     assert sum(result.segments.values()) == 943 and set(result.segments) <= {"new", "warm"}
-    frame = lake.read_partition(STAGING_RECOMMENDATIONS, run_date=day, model="most_popular")
+    frame = lake.read_partition(STAGING_RECOMMENDATIONS, run_date=day, model=STAGED)
     assert frame.to_arrow().schema.names == SCORED.names
+    # Each user's list comes from the model of their segment at the end of the day.
+    history = load_history(lake, day)
+    seg = segments_at(history.interactions, end_of_day(day), settings.returning_gap_days)
+    long = set(history.interactions.user_ids[seg == "n51_plus"])
+    by_user = frame.group_by("user_id").agg(pl.col("model").unique())
+    for user, models in by_user.iter_rows():
+        assert models == (["recent_popular_30d"] if user in long else ["most_popular"])
+    assert result.users_by_model == {"most_popular": 943 - len(long),
+                                     "recent_popular_30d": len(long)}  # fmt: skip
+    assert frame.filter(pl.col("model") == "most_popular")["model_version"].unique().to_list() == [
+        "most_popular@1998-04-22"
+    ]
+    frame = frame.filter(pl.col("model") == "most_popular")
     assert frame.schema["rank"] == pl.Int16 and frame.schema["score"] == pl.Float32
     # Popularity: the same best unseen items for everyone, so item "50" (Star Wars, the
     # most rated) tops the list of every user who has not rated it.
     top = frame.filter(pl.col("rank") == 1)["item_id"].value_counts(sort=True)
     assert top["item_id"][0] == "50"
+    assert len(long) > 100  # the composition was exercised
     # The refitted baseline is saved beside tonight's model.
     assert Path(lake.path(MODELS, run_date=day), "most_popular").is_dir()

@@ -25,6 +25,7 @@ from schemas.interactions import RAW_COLUMNS, REASONS
 from tasks.config import Settings
 from tasks.lake.storage import lake_from
 from tasks.sources.synth import SynthParams, generate
+from tasks.sources.synth.faults import INJECTED
 
 SMALL = SynthParams(users=300, items=200, days=4, events_per_day=1500, dirty_rate=0.05, seed=7)
 
@@ -122,7 +123,8 @@ def test_manifest_invariant_and_rows_in_files(dirty) -> None:
 def test_faults_present_at_five_percent(dirty) -> None:
     _, manifest = dirty
     totals = manifest.totals
-    assert all(totals["quarantine"][r] > 0 for r in REASONS), totals
+    assert all(totals["quarantine"][r] > 0 for r in INJECTED), totals
+    assert all(totals["quarantine"][r] == 0 for r in REASONS if r not in INJECTED), totals
     assert totals["duplicates"] > 0
     assert totals["corrupt_files"] >= 1 and totals["corrupt_rows"] > 0
     assert totals["unknown_column_files"] >= 1

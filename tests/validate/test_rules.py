@@ -24,6 +24,11 @@ CASES = {
     "unknown_event_type": {"event_type": "hover"},
     "unparseable_value": {"value": None, "value_raw": "abc"},
     "value_out_of_range": {"value": -1.0, "value_raw": "-1"},
+    "invalid_user_id": {"parse_error": "invalid_user_id", "user_id": "[1,2]"},
+    "invalid_item_id": {"parse_error": "invalid_item_id", "item_id": "true"},
+    "user_id_too_long": {"user_id": "u" * 257},
+    "item_id_too_long": {"item_id": " " + "i" * 257 + " "},
+    "ts_before_floor": {"ts": dt.datetime(1989, 12, 31, 23, 59, tzinfo=dt.UTC)},
 }
 
 
@@ -95,3 +100,31 @@ def test_silver_is_sorted_and_typed() -> None:
     silver, _, _ = split_rows(rows, DAY, Settings())
     assert silver.schema == pl.DataFrame(SILVER.empty_table()).schema
     assert silver["source_line"].to_list() == [4, 3, 2]
+
+
+def test_ids_are_trimmed_and_integral_numbers_lose_their_fraction() -> None:
+    rows = bronze_rows(
+        {"user_id": " 1.0 ", "item_id": "7.00"},  # line 2: kept as ("1", "7")
+        {"user_id": "1", "item_id": "7"},  # line 3: the same key -> exact duplicate
+        {"user_id": "1.5", "item_id": "007", "event_type": "click"},  # line 4: kept as is
+        {"user_id": "u" * 256, "item_id": "i9"},  # line 5: 256 characters is allowed
+    )
+    silver, q, dups = split_rows(rows, DAY, Settings())
+    assert (silver.height, q.height, dups) == (3, 0, 1)
+    assert sorted(zip(silver["user_id"], silver["item_id"], strict=True)) == [
+        ("1", "7"), ("1.5", "007"), ("u" * 256, "i9")
+    ]  # fmt: skip
+
+
+def test_quarantine_keeps_ids_as_landed_and_floor_from_settings() -> None:
+    old = {"ts": dt.datetime(1985, 6, 1, tzinfo=dt.UTC)}
+    rows = bronze_rows({"user_id": " " + "u" * 300}, old)
+    _, q, _ = split_rows(rows, DAY, Settings())
+    assert q["reason"].to_list() == ["user_id_too_long", "ts_before_floor"]
+    assert q["user_id"].to_list() == [" " + "u" * 300, "u1"]
+    assert q["expectation"].to_list() == [
+        "ExpectColumnValueLengthsToBeBetween", "ExpectColumnValuesToBeBetween"
+    ]  # fmt: skip
+    naive = Settings(min_ts=dt.datetime(1980, 1, 1), max_id_length=400)  # naive means UTC
+    silver, q, _ = split_rows(rows, DAY, naive)
+    assert (silver.height, q.height) == (2, 0)

@@ -1,5 +1,6 @@
 """The meta-learner's checkpoint as named files (no pickle), written to a local folder
-(MetaLearner.save) or to the lake under models/run_date=D/ (stage.save_checkpoint):
+(MetaLearner.save) or to the lake as the folder models/run_date=D/, replaced whole
+(stage.save_checkpoint, through Lake.replace_folder):
 
   model.pt       the network's state dict (torch.save; read back with weights_only)
   config.json    model name, format version, MetaConfig, network dims, event scale,

@@ -4,8 +4,12 @@ catalogue, the support set (most recent events first) and the event weights."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from tasks.learn.features import EncodedFeatures
 from tasks.learn.interactions import Interactions
+from tasks.models.metalearner.config import MetaConfig
+from tasks.models.metalearner.network import MetaRecModel
 
 
 def catalogue_index(catalogue: np.ndarray, history: Interactions) -> np.ndarray:
@@ -47,3 +51,32 @@ def support_arrays(
     sup = np.where(ok, items[pos], -1).astype(np.int64)
     w = np.where(sup >= 0, weights[pos], 0.0).astype(np.float32)
     return sup, w
+
+
+@torch.no_grad()
+def network_user_factors(
+    model: MetaRecModel,
+    cfg: MetaConfig,
+    sup_items: np.ndarray,
+    sup_w: np.ndarray,
+    user_x: EncodedFeatures,
+    block: int,
+) -> np.ndarray:
+    """The network's user factors [u, 1, w(n)], encoded `block` users at a time (bounded
+    memory); the 1 picks up the item bias column of the item factors."""
+    vecs, _ = model.catalogue()
+    dev = vecs.device
+    d = cfg.dim
+    out = np.empty((len(sup_items), d + 1 + len(cfg.prior_windows_days)), np.float32)
+    for lo in range(0, len(sup_items), block):
+        sl = slice(lo, lo + block)
+        u = model.users(
+            torch.from_numpy(sup_items[sl]).to(dev), torch.from_numpy(sup_w[sl]).to(dev),
+            torch.from_numpy(user_x.tokens[sl]).to(dev),
+            torch.from_numpy(user_x.numeric[sl]).to(dev), vecs,
+        )  # fmt: skip
+        out[sl, :d] = u.float().cpu().numpy()
+        pw = model.prior_weights(torch.from_numpy(sup_items[sl]).to(dev))
+        out[sl, d + 1 :] = pw.float().cpu().numpy()
+    out[:, d] = 1.0
+    return out

@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
+from tasks.learn.holdout import NightHoldout
 from tasks.learn.interactions import Interactions
 from tasks.learn.metrics import ndcg_at_k
 from tasks.models.metalearner.item_item import (
@@ -149,8 +150,49 @@ def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, b
                            train.filter(other & ~before).subset_users(stale), STALE,
                            base_scores)  # fmt: skip
         cases[STALE] += [case] if case is not None else []
-    # One popularity window: the one that helps most on its own (a hyperparameter chosen on
-    # the tuning users, like the recent-popularity baseline's); more parts overfit them.
+    kinds, tuning, cases = _one_recent_window(kinds, tuning, cases, summary)
+    mix, summary["tuning"] = tune_mix(cases, len(tuning))
+    parts = [make_part(k, fit_matrix(k, train, cfg, item_features), mix[:, j], cfg)
+             for j, k in enumerate(kinds) if mix[:, j].any()]  # fmt: skip
+    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(kinds)}
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return parts, summary
+
+
+def fit_parts_on_holdout(train: Interactions, holdout: NightHoldout, cfg: ItemItemConfig,
+                         base_scores, item_features: sp.csr_matrix | None = None):  # fmt: skip
+    """`fit_parts` tuned on the night's holdout instead of training users: the parts are
+    fitted on `train` (everything before the cut), each holdout case falls in the bucket of
+    its support size (stale: last event more than `stale_days` before the cut), and the
+    mixing weights are chosen on what the cases did after the cut."""
+    start = time.perf_counter()
+    history, targets, now_ts = holdout.history, holdout.targets, int(holdout.cut.timestamp())
+    kinds = part_kinds(cfg)
+    summary: dict = {"kinds": kinds, "tuned_on": "night holdout"}
+    if not kinds or history.n_users == 0:
+        return [], {**summary, "skipped": "no holdout cases to tune the mixing on"}
+    matrices = {k: fit_matrix(k, train, cfg, item_features) for k in kinds}
+    tuning = [make_part(k, matrices[k], np.zeros(N_MIX, np.float32), cfg) for k in kinds]
+    counts = np.diff(history.user_slices())
+    buckets = mix_bucket(counts, stale_users(history, now_ts, cfg.stale_days) & (counts > 0))
+    cases: dict[int, list] = {b: [] for b in range(N_MIX)}
+    for b in np.unique(buckets):
+        users = np.flatnonzero(buckets == b)
+        case = tuning_case(tuning, history.subset_users(users), targets.subset_users(users),
+                           int(b), base_scores)  # fmt: skip
+        cases[int(b)] += [case] if case is not None else []
+    kinds, tuning, cases = _one_recent_window(kinds, tuning, cases, summary)
+    mix, summary["tuning"] = tune_mix(cases, len(tuning))
+    parts = [make_part(k, matrices[k], mix[:, j], cfg) for j, k in enumerate(kinds)
+             if mix[:, j].any()]  # fmt: skip
+    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(kinds)}
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return parts, summary
+
+
+def _one_recent_window(kinds: list, tuning: list, cases: dict, summary: dict):
+    """Keep one popularity window: the one that helps most on its own (a hyperparameter
+    chosen on the tuning users, like the recent-popularity baseline's); more overfit."""
     recent = [j for j, k in enumerate(kinds) if k.startswith("recent:")]
     if len(recent) > 1:
         gain = {j: _total(tune_mix(_only(cases, j), 1)[1]) for j in recent}
@@ -160,9 +202,4 @@ def fit_parts(train: Interactions, val_users: np.ndarray, cfg: ItemItemConfig, b
         tuning = [p for j, p in enumerate(tuning) if j not in drop]
         cases = {b: [(base, [e for j, e in enumerate(ev) if j not in drop], rel)
                      for base, ev, rel in c] for b, c in cases.items()}  # fmt: skip
-    mix, summary["tuning"] = tune_mix(cases, len(tuning))
-    parts = [make_part(k, fit_matrix(k, train, cfg, item_features), mix[:, j], cfg)
-             for j, k in enumerate(kinds) if mix[:, j].any()]  # fmt: skip
-    summary["mix"] = {k: mix[:, j].tolist() for j, k in enumerate(kinds)}
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    return parts, summary
+    return kinds, tuning, cases

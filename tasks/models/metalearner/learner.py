@@ -15,18 +15,24 @@ import numpy as np
 import torch
 
 from tasks.learn.features import FeatureEncoder
+from tasks.learn.holdout import NightHoldout
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.models.base import Recommender
 from tasks.models.metalearner.checkpoint import read_files, write_files
 from tasks.models.metalearner.config import FORMAT_VERSION, MetaConfig
-from tasks.models.metalearner.inputs import catalogue_index, event_weights, support_arrays
+from tasks.models.metalearner.inputs import (
+    catalogue_index,
+    event_weights,
+    network_user_factors,
+    support_arrays,
+)
 from tasks.models.metalearner.item_item import (
     ItemItemPart,
     item_feature_matrix,
     part_from_tensors,
     user_rows,
 )
-from tasks.models.metalearner.item_item_tuning import fit_parts
+from tasks.models.metalearner.item_item_tuning import fit_parts, fit_parts_on_holdout
 from tasks.models.metalearner.network import MetaRecModel, network_dims, prior_features
 from tasks.models.metalearner.training import (
     EpisodeSampler,
@@ -35,6 +41,7 @@ from tasks.models.metalearner.training import (
     train_network,
     training_threads,
 )
+from tasks.models.metalearner.validation import HoldoutValidator
 from tasks.models.metalearner.warm_start import copy_weights
 
 
@@ -111,12 +118,18 @@ class MetaLearner(Recommender):
         self.set_time_prior(train, now)
         return self
 
-    def fit(self, train: Interactions, side: SideFeatures, now: dt.datetime | None = None) -> Self:
+    def fit(
+        self,
+        train: Interactions,
+        side: SideFeatures,
+        now: dt.datetime | None = None,
+        holdout: NightHoldout | None = None,
+    ) -> Self:
         """Meta-train on `train` within the budget given at construction, then fit the
         item-item parts; `now` is when the model will score (its time prior is taken then;
-        default: just after the last training event).
-
-        Deterministic on CPU for a seed when max_steps, not the budget, ends training.
+        default: just after the last training event). With the night's `holdout` (whose
+        `train` is `train`) early stopping and the mixing weights read it, otherwise the
+        latest-arriving training users. Deterministic on CPU for a seed under max_steps.
         """
         args = self.train_args
         start = time.perf_counter()
@@ -130,24 +143,26 @@ class MetaLearner(Recommender):
             warm = self._warm_start(type(self).load(init_from)) if init_from else None
             model = self.model.to(dev)
             user_x = self.user_encoder.encode(side.users, train.user_ids)
-            sampler = EpisodeSampler(train, self.event_weights(train.weight), user_x,
-                                     self.config, rng, dev)  # fmt: skip
+            sampler = EpisodeSampler(train, self.event_weights(train.weight), user_x, self.config,
+                                     rng, dev, hold_out_users=holdout is None)  # fmt: skip
+            validate = None if holdout is None else HoldoutValidator(
+                self.support_arrays(holdout.history),
+                self.user_encoder.encode(side.users, holdout.history.user_ids),
+                holdout.history, holdout.targets, dev,
+            )  # fmt: skip
             run = train_network(
                 model, sampler, self.config, budget_seconds=args["budget_seconds"],
                 max_steps=args["max_steps"], device=dev, amp_dtype=amp_dtype, start=start,
-                on_progress=self.on_progress,
+                on_progress=self.on_progress, validate=validate,
             )  # fmt: skip
             self.model = model.cpu().eval()
-            # The item-item parts and their mixing weights, tuned on the same validation
-            # users: outside the budget (5-20 s at 1.7k items, 1-2 min at 9.7k).
-            item_item = self.fit_item_item(train, side, sampler.val_users)
+            # Item-item parts, tuned on the same validation: outside the time budget.
+            item_item = self.fit_item_item(train, side, sampler.val_users, holdout)
             seconds = time.perf_counter() - start
-        self.train_info = {"budget_seconds": args["budget_seconds"],
-                           "max_steps": args["max_steps"], "seed": args["seed"],
+        self.train_info = {**{k: args[k] for k in ("budget_seconds", "max_steps", "seed")},
                            "device": str(dev), "steps": run.steps, "best_step": run.best_step,
-                           "seconds": round(seconds, 3),
-                           "init_from": str(init_from) if init_from else None,
-                           "item_item": item_item}  # fmt: skip
+                           "seconds": round(seconds, 3), "item_item": item_item,
+                           "init_from": str(init_from) if init_from else None}  # fmt: skip
         self.train_log = run.log
         self.last_fit = FitReport(run, seconds, str(dev), warm)
         return self
@@ -178,21 +193,32 @@ class MetaLearner(Recommender):
         return network_dims(len(self._item_ids), self.item_encoder, self.user_encoder)
 
     # ---- item-item parts ---------------------------------------------------------------
-    def fit_item_item(self, train: Interactions, side: SideFeatures, val_users: np.ndarray) -> dict:
-        """Add the item-item parts (item_item.py) on `train` (this model's
-        catalogue), their mixing weights tuned on `val_users` (indices into train's users).
-        Returns a summary (weights, gains, seconds)."""
+    def fit_item_item(
+        self,
+        train: Interactions,
+        side: SideFeatures,
+        val_users: np.ndarray,
+        holdout: NightHoldout | None = None,
+    ) -> dict:
+        """Add the item-item parts (item_item.py) on `train` (this model's catalogue),
+        their mixing weights tuned on the night's `holdout` when given, else on
+        `val_users` (indices into train's users). Returns a summary (weights, seconds)."""
         self.item_item = []
         n_items, cap = len(self._item_ids), self.config.item_item_max_items
         if not 0 < n_items <= cap or len(train) == 0 or not self.config.item_item_kinds:
             return {"skipped": f"{n_items} items (max {cap})"}
         item_f = self.item_factors()
         enc = self.item_encoder.encode(side.items, self._item_ids)
-        self.item_item, summary = fit_parts(
-            train, val_users, self.config.item_item(),
-            lambda hist: self.user_factors(hist, side) @ item_f.T,
-            item_feature_matrix(enc.tokens, enc.numeric, self.item_encoder.n_tokens),
-        )  # fmt: skip
+
+        def base(hist: Interactions) -> np.ndarray:
+            return self.user_factors(hist, side) @ item_f.T
+
+        feats = item_feature_matrix(enc.tokens, enc.numeric, self.item_encoder.n_tokens)
+        cfg = self.config.item_item()
+        if holdout is None:
+            self.item_item, summary = fit_parts(train, val_users, cfg, base, feats)
+        else:
+            self.item_item, summary = fit_parts_on_holdout(train, holdout, cfg, base, feats)
         return summary
 
     # ---- factors --------------------------------------------------------------------
@@ -222,26 +248,12 @@ class MetaLearner(Recommender):
         self, history: Interactions, side: SideFeatures, block: int = 4096
     ) -> np.ndarray:
         """[u, 1, w(n), item-item user rows] per user, encoded `block` users at a time."""
-        model = self._ready()
         sup_items, sup_w = self.support_arrays(history)
         user_x = self.user_encoder.encode(side.users, history.user_ids)
-        vecs, _ = model.catalogue()
-        dev = vecs.device
-        d = self.config.dim
-        width = d + 1 + len(self.config.prior_windows_days)
+        base = network_user_factors(self._ready(), self.config, sup_items, sup_w, user_x, block)
         n_ii = sum(len(p.weights) for p in self.item_item)
-        out = np.empty((history.n_users, width + n_ii), np.float32)
-        for lo in range(0, history.n_users, block):  # blocks of users, bounded memory
-            sl = slice(lo, lo + block)
-            u = model.users(
-                torch.from_numpy(sup_items[sl]).to(dev), torch.from_numpy(sup_w[sl]).to(dev),
-                torch.from_numpy(user_x.tokens[sl]).to(dev),
-                torch.from_numpy(user_x.numeric[sl]).to(dev), vecs,
-            )  # fmt: skip
-            out[sl, :d] = u.float().cpu().numpy()
-            pw = model.prior_weights(torch.from_numpy(sup_items[sl]).to(dev))
-            out[sl, d + 1 : width] = pw.float().cpu().numpy()
-        out[:, d] = 1.0  # picks up the item bias column of item_factors()
+        out = np.hstack([base, np.zeros((history.n_users, n_ii), np.float32)])
+        width = base.shape[1]
         if n_ii:
             items, n_items = self._to_catalogue(history), len(self._item_ids)
             rows = user_rows(self.item_item, history, items, n_items, self.prior_now,

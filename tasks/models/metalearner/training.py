@@ -81,11 +81,14 @@ def train_network(
     amp_dtype: torch.dtype | None,
     start: float,
     on_progress: Callable[[dict], None] | None = None,
+    validate: Callable | None = None,
 ) -> TrainingRun:
     """Train `model` (already on `device`) on the sampler's episodes until `budget_seconds`
     of wall time since `start` (time.perf_counter) or `max_steps` steps, or until
     `config.patience` validations without improvement; the best validated weights are
-    loaded back into `model`."""
+    loaded back into `model`. `validate(model, autocast)` scores a validation (default:
+    the sampler's own validation users)."""
+    validate = validate or sampler.validate
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     autocast = (
@@ -115,7 +118,7 @@ def train_network(
         elapsed = time.perf_counter() - start
         done = elapsed >= budget_seconds or (max_steps is not None and step >= max_steps)
         if step % config.eval_every == 0 or done:
-            metric = sampler.validate(model, autocast)
+            metric = validate(model, autocast)
             record = {"step": step, "seconds": round(time.perf_counter() - start, 3),
                       "train_loss": float(np.mean(losses)), "val_metric": metric}  # fmt: skip
             log.append(record)
@@ -146,9 +149,12 @@ class EpisodeSampler:
         config: MetaConfig,
         rng: np.random.Generator,
         dev: torch.device,
+        hold_out_users: bool = True,
     ):
         """`weights`: the model's value of each event of `train`; `users`: the encoded side
-        features of train's users (rows aligned with train.user_ids)."""
+        features of train's users (rows aligned with train.user_ids). Without
+        `hold_out_users` every user trains (validation happens elsewhere: the night's
+        holdout)."""
         cfg = self.cfg = config
         self.rng, self.dev = rng, dev
         self.indptr = train.user_slices()
@@ -163,7 +169,7 @@ class EpisodeSampler:
         # that had learned the older users' tastes.
         multi = np.flatnonzero(self.count >= 2)
         first_ts = train.ts[self.indptr[multi]]
-        n_val = min(_MAX_VAL_USERS, round(cfg.val_share * len(multi)))
+        n_val = min(_MAX_VAL_USERS, round(cfg.val_share * len(multi))) if hold_out_users else 0
         self.val_users = np.sort(multi[np.lexsort((multi, first_ts))[len(multi) - n_val :]])
         self.train_users = np.setdiff1d(active, self.val_users)
         if len(self.train_users) == 0:

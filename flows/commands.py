@@ -13,8 +13,9 @@ import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the lake; try again later
 
@@ -120,11 +121,8 @@ def ingest(args: argparse.Namespace) -> int:
     from flows.ingest import ingest_flow
 
     start, end = _date_span(args)
-    settings = settings_for(args)
-    lake = lake_for(settings, must_exist=True)
-    with writer_lock(lake, settings):
-        _orchestrate()
-        state = ingest_flow(storage=args.storage, start=start, end=end, return_state=True)
+    state = _locked(args, lambda: ingest_flow(storage=args.storage, start=start, end=end,
+                                              return_state=True))  # fmt: skip
     print(f"metarec ingest: {state.message}")  # counts, warnings and failed dates
     return 0 if state.is_completed() else 1
 
@@ -132,17 +130,10 @@ def ingest(args: argparse.Namespace) -> int:
 def nightly(args: argparse.Namespace) -> int:
     from flows.nightly import nightly_flow
 
-    settings = settings_for(args)
-    lake = lake_for(settings, must_exist=True)
-    with writer_lock(lake, settings):
-        _orchestrate()
-        state = nightly_flow(
-            run_date=args.date,
-            storage=args.storage,
-            top_k=args.top_k,
-            train_max_steps=args.train_steps,
-            return_state=True,
-        )
+    state = _locked(args, lambda: nightly_flow(
+        run_date=args.date, storage=args.storage, top_k=args.top_k,
+        train_max_steps=args.train_steps, return_state=True,
+    ))  # fmt: skip
     return 0 if state.is_completed() else 1
 
 
@@ -151,21 +142,22 @@ def backfill(args: argparse.Namespace) -> int:
 
     if args.end < args.start:
         raise UserError(f"--end {args.end} is before --start {args.start}")
+    state = _locked(args, lambda: backfill_flow(
+        start=args.start, end=args.end, storage=args.storage, top_k=args.top_k,
+        train_max_steps=args.train_steps, max_parallel_dates=args.max_parallel_dates,
+        force=args.force, return_state=True,
+    ))  # fmt: skip
+    return 0 if state.is_completed() else 1
+
+
+def _locked(args: argparse.Namespace, run: Callable[[], Any]) -> Any:
+    """Run a flow that writes the lake (an existing one) under its writer lock; the flow's
+    final state."""
     settings = settings_for(args)
     lake = lake_for(settings, must_exist=True)
     with writer_lock(lake, settings):
         _orchestrate()
-        state = backfill_flow(
-            start=args.start,
-            end=args.end,
-            storage=args.storage,
-            top_k=args.top_k,
-            train_max_steps=args.train_steps,
-            max_parallel_dates=args.max_parallel_dates,
-            force=args.force,
-            return_state=True,
-        )
-    return 0 if state.is_completed() else 1
+        return run()
 
 
 def _api_url(args: argparse.Namespace) -> str:

@@ -75,11 +75,8 @@ class NightHoldout:
 def segment_of(counts: np.ndarray, last_ts: np.ndarray, now_ts: int, gap_days: int) -> np.ndarray:
     """The gate's segment of each user from their event count and latest event time (epoch
     seconds; ignored where the count is 0) at `now_ts`."""
-    out = np.full(len(counts), LONG, dtype=object)
-    for lo, hi, name in SIZE_BUCKETS:
-        out[(counts >= lo) & (counts <= hi)] = name
+    out = _size_segment(counts)
     out[(counts > 0) & (now_ts - last_ts > gap_days * 86_400)] = RETURNING
-    out[counts == 0] = ZERO_SHOT
     return out
 
 
@@ -149,8 +146,12 @@ def night_holdout(
 
 
 def _size_segment(counts: np.ndarray) -> np.ndarray:
-    """The size bucket alone (no gap rule)."""
-    return segment_of(counts, np.zeros(len(counts), np.int64), 0, 10**9)
+    """The support-size segment alone (no gap rule)."""
+    out = np.full(len(counts), LONG, dtype=object)
+    for lo, hi, name in SIZE_BUCKETS:
+        out[(counts >= lo) & (counts <= hi)] = name
+    out[counts == 0] = ZERO_SHOT
+    return out
 
 
 def _stable_pick(ids: np.ndarray, seed: int, n: int) -> np.ndarray:

@@ -10,12 +10,36 @@ import numpy as np
 import polars as pl
 import pytest
 
+from schemas.interactions import SILVER as SILVER_SCHEMA
+from schemas.tables import SILVER
+from tasks.lake.storage import Lake
 from tasks.learn.interactions import Interactions, SideFeatures
 from tasks.learn.split import Split, temporal_split
 from tasks.serve.candidates import fit_baselines
 from tasks.serve.evaluate import evaluate_models
 from tasks.serve.score import assign_segments, recommend
 from tests.serve.fakes import BrokenCandidate, RandomFactors
+
+ML100K_LAST_DAY = dt.date(1998, 4, 22)
+
+
+@pytest.fixture()
+def silver_lake(tmp_path: Path, shared_data: Path) -> Lake:
+    """A lake whose silver holds every ML-100K rating in one partition, its last day."""
+    lake = Lake(str(tmp_path / "lake"))
+    silver = (
+        _ratings(shared_data)
+        .with_columns(
+            pl.from_epoch("ts", "s").dt.replace_time_zone("UTC"),
+            pl.col("value") * 1.0,
+            event_type=pl.lit("rating"),
+            source_file=pl.lit("u.data"),
+            source_line=pl.int_range(1, pl.len() + 1),
+        )
+        .select(SILVER_SCHEMA.names)
+    )
+    lake.write_partition(SILVER, silver, dt=ML100K_LAST_DAY)
+    return lake
 
 
 def _ratings(root: Path) -> pl.DataFrame:

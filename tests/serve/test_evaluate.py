@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from schemas.interactions import SILVER as SILVER_SCHEMA
 from schemas.tables import METRICS, SILVER
 from tasks.config import Settings
 from tasks.lake.dates import end_of_day
@@ -30,6 +29,7 @@ from tasks.serve.evaluate import (
 )
 from tasks.serve.gate import POOLED, choose_champion
 from tasks.sources.movielens import read_ml100k
+from tests.serve.conftest import ML100K_LAST_DAY
 
 
 # ---- the split -------------------------------------------------------------------------
@@ -176,26 +176,10 @@ def test_write_metrics_partition(tmp_path: Path, metrics):
     assert got.to_list() == want.to_list()
 
 
-def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path, monkeypatch):
+def test_evaluate_stage_without_a_checkpoint(silver_lake: Lake, monkeypatch):
     """No meta-learner tonight: every baseline is evaluated, the gate says the candidate
     has no metrics, and gold/metrics holds what the result reports."""
-    lake = Lake(str(tmp_path / "lake"))
-    day = dt.date(1998, 4, 22)  # ML-100K's last day
-    ratings = pl.read_csv(
-        shared_data / "ml-100k" / "u.data",
-        separator="\t",
-        has_header=False,
-        new_columns=["user_id", "item_id", "value", "ts"],
-        schema_overrides={"user_id": pl.String, "item_id": pl.String},
-    )
-    silver = ratings.with_columns(
-        pl.from_epoch("ts", "s").dt.replace_time_zone("UTC"),
-        pl.col("value") * 1.0,
-        event_type=pl.lit("rating"),
-        source_file=pl.lit("u.data"),
-        source_line=pl.int_range(1, pl.len() + 1),
-    ).select(SILVER_SCHEMA.names)
-    lake.write_partition(SILVER, silver, dt=day)
+    lake, day = silver_lake, ML100K_LAST_DAY
 
     fitted_on = []  # what every candidate was fitted on: nothing after the holdout's cut
     real_fit = evaluate_module.fit_candidates
@@ -207,7 +191,7 @@ def test_evaluate_stage_without_a_checkpoint(tmp_path: Path, shared_data: Path, 
 
     ((train, now),) = fitted_on
     assert now == result.cutoff and train.ts.max() < result.cutoff.timestamp()
-    assert len(train) < silver.height  # the weeks after the cut are held out
+    assert len(train) < lake.scan(SILVER).height  # the weeks after the cut are held out
 
     assert result.run_date == day and result.path == lake.partition_file(METRICS, run_date=day)
     assert not result.decision.published_from_candidate

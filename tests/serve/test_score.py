@@ -10,9 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from schemas.interactions import SILVER as SILVER_SCHEMA
 from schemas.recommendations import SCORED
-from schemas.tables import MODELS, SILVER, STAGING_RECOMMENDATIONS
+from schemas.tables import MODELS, STAGING_RECOMMENDATIONS
 from tasks.config import Settings
 from tasks.lake.dates import end_of_day
 from tasks.lake.storage import Lake
@@ -23,6 +22,7 @@ from tasks.models.baselines import MostPopularConfig, RecentPopularConfig
 from tasks.serve.candidates import Candidate
 from tasks.serve.gate import ChampionDecision, SegmentGate
 from tasks.serve.score import STAGED, assign_segments, recommend, score_stage
+from tests.serve.conftest import ML100K_LAST_DAY
 from tests.serve.fakes import Exploring, RandomFactors
 
 K = 10
@@ -109,24 +109,8 @@ def test_assign_segments_on_ml100k(histories: Interactions) -> None:
     assert set(later) == {"warm", "cold_zero_shot"}
 
 
-def test_score_stage_stages_a_baseline(tmp_path: Path, shared_data: Path) -> None:
-    lake = Lake(str(tmp_path / "lake"))
-    day = dt.date(1998, 4, 22)  # ML-100K's last day
-    ratings = pl.read_csv(
-        shared_data / "ml-100k" / "u.data",
-        separator="\t",
-        has_header=False,
-        new_columns=["user_id", "item_id", "value", "ts"],
-        schema_overrides={"user_id": pl.String, "item_id": pl.String},
-    )
-    silver = ratings.with_columns(
-        pl.from_epoch("ts", "s").dt.replace_time_zone("UTC"),
-        pl.col("value") * 1.0,
-        event_type=pl.lit("rating"),
-        source_file=pl.lit("u.data"),
-        source_line=pl.int_range(1, pl.len() + 1),
-    ).select(SILVER_SCHEMA.names)
-    lake.write_partition(SILVER, silver, dt=day)
+def test_score_stage_stages_a_baseline(silver_lake: Lake) -> None:
+    lake, day = silver_lake, ML100K_LAST_DAY
     settings = Settings(storage=lake.root, top_k=K)
 
     # The gate: most-popular for everyone, except the users with 51+ events, whom a

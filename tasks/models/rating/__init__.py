@@ -16,16 +16,8 @@ Model (one forward pass per user, no inner-loop fine-tuning, like tasks.models.m
                  training users' ratings and frozen; b_u = sum_j (r_j - mu - b_j) / (n + lam_u)
                  from the support; lam_i, lam_u picked on the validation users' MAE (the
                  "support mean + item bias" baseline). The network only learns a correction.
-  support        residuals z_j = r_j - r0_j of the support pairs
-  correction     fixed kNN term: sum_j s+(q, j) z_j / sum_j s+(q, j), s = item-item cosine
-                 of the training users' residuals (the item-kNN baseline's signal);
-                 learned attention of the query item over the support (logits q(v_q).k(v_j)
-                 + a s(q, j), plus a null slot with z = 0) -> sum_j att_j z_j;
-                 user vector u = W sum_j z_j v_j / n + MLP(..., user side features);
-                 r = r0 + g1 knn + g2 att_z + g3 u . v_q + MLP([u * v_q, u, v_q, knn, att_z,
-                 b_u, log n]); g and the MLP's output layer start at zero, so training starts
-                 AT the prior. Item vectors v = ID embedding (zeroed for items no training
-                 user rated) + MLP(genre tokens + year).
+  support, correction: see rating/model.py (a kNN term, attention over the support,
+                 a user vector; training starts at the prior)
   training       L1 loss over the query items of episodes drawn from the training users
                  (several draws per user per epoch, random support sub-sampling); a training
                  pair's b_i is refitted without that user's own rating (leave-one-out) and

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo", commands.demo, "land the bundled sample, run its last nights, show results")
-    p.add_argument("--days", type=_positive, default=2, help="nights to backfill (default 2)")
+    p.add_argument("--days", type=_positive, default=1, help="nights to backfill (default 1)")
     p.add_argument("--sample", help="a MovieLens folder to use instead of the bundled sample")
 
     p = add("import-movielens", commands.import_movielens, "land a MovieLens copy as raw logs")

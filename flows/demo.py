@@ -20,7 +20,7 @@ from tasks.serve.warehouse import connect_warehouse
 from tasks.sources.movielens import bundled_sample_path, import_movielens
 
 
-def run_demo(settings: Settings, days: int = 2, sample: Path | None = None) -> int:
+def run_demo(settings: Settings, days: int = 1, sample: Path | None = None) -> int:
     """Run the demo end to end on the bundled sample (or another MovieLens folder);
     returns the process exit code."""
     lake = lake_from(settings.storage)

@@ -5,6 +5,9 @@ gets `user_factors(history)` of shape (n_users, d) and the catalogue `item_facto
 shape (n_items, d); scores are their product. Scoring and evaluation (tasks/serve)
 therefore treat all models alike: blocked matmul + top-k.
 
+A model may give factors with a sparse tail (`SplitFactors`: the meta-learner's item-item
+parts): scores are then dense @ dense.T + sparse @ sparse.T, still one product per block.
+
 Histories are `tasks.learn.Interactions`, so a user the model never saw is scored from
 their history alone (fold-in for ALS, the support-set encoder for the meta-learner).
 """
@@ -13,12 +16,47 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 
 from tasks.learn.interactions import Interactions, SideFeatures
+
+
+@dataclass(frozen=True)
+class SplitFactors:
+    """Factors in two parts: a dense (n, d) block and a sparse (n, s) tail. For users u and
+    items i, score = u.dense @ i.dense.T + u.sparse @ i.sparse.T."""
+
+    dense: np.ndarray
+    sparse: sp.csr_matrix
+
+    def __len__(self) -> int:
+        return len(self.dense)
+
+    def __getitem__(self, rows) -> SplitFactors:
+        return SplitFactors(self.dense[rows], sp.csr_matrix(self.sparse[rows]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.dense), self.dense.shape[1] + self.sparse.shape[1])
+
+
+Factors = np.ndarray | sp.csr_matrix | SplitFactors
+
+
+def dot_scores(users: Factors, items: Factors) -> np.ndarray:
+    """Dense (n_users, n_items) scores of any factors (small blocks only: tests, tuning)."""
+    if isinstance(users, SplitFactors) != isinstance(items, SplitFactors):
+        raise TypeError("split factors score only against split factors")
+    if isinstance(users, SplitFactors):
+        tail = (users.sparse @ items.sparse.T).toarray()
+        return (users.dense @ items.dense.T + tail).astype(np.float32)
+    out = users @ items.T
+    return np.asarray(out.toarray() if sp.issparse(out) else out, np.float32)
 
 
 class Recommender(ABC):
@@ -31,11 +69,11 @@ class Recommender(ABC):
         """Learn from `train` (its item_ids become the model's catalogue)."""
 
     @abstractmethod
-    def user_factors(self, history: Interactions, side: SideFeatures) -> np.ndarray:
+    def user_factors(self, history: Interactions, side: SideFeatures) -> Factors:
         """(history.n_users, d) float32 for users given only their history (may be empty)."""
 
     @abstractmethod
-    def item_factors(self) -> np.ndarray:
+    def item_factors(self) -> Factors:
         """(n_items, d) float32 over the catalogue seen at fit."""
 
     @property

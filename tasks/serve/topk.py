@@ -1,6 +1,7 @@
 """Top-k of factor products, seen items excluded: the kernel behind scoring and evaluation.
 
-Scores are `user_factors @ item_factors.T` (the contract of tasks/models/base.py). On CPU
+Scores are `user_factors @ item_factors.T` (the contract of tasks/models/base.py; split
+factors add their sparse tails' product, block by block, in the plain path). On CPU
 the catalogue is scanned in tiles small enough to stay in a core's L2 cache, and each tile
 is reduced at once to two levels of maxima: sub-groups of SUB items (kept) and groups of
 GROUP sub-groups (searched). The top k items of a user lie in the k sub-groups with the
@@ -21,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from tasks.models.base import Recommender
+from tasks.models.base import Factors, Recommender, SplitFactors
 
 # One block's score matrix is at most this many bytes (fp32) in the plain path.
 MAX_BLOCK_BYTES = 256 * 2**20
@@ -37,8 +38,8 @@ NEG_INF = float("-inf")
 
 
 def top_k(
-    user_factors: np.ndarray,
-    item_factors: np.ndarray,
+    user_factors: Factors,
+    item_factors: Factors,
     k: int,
     exclude: sp.csr_matrix | None = None,
     block_users: int | None = None,
@@ -47,8 +48,9 @@ def top_k(
     """Best `k` items per user by dot product, skipping items marked in `exclude`.
 
     Args:
-        user_factors: (n_users, d) float32, dense or scipy sparse (history-row models).
-        item_factors: (n_items, d) float32.
+        user_factors: (n_users, d) float32, dense, scipy sparse (history-row models) or
+            SplitFactors (with item_factors also split).
+        item_factors: (n_items, d) float32, dense or SplitFactors.
         k: list length; capped at n_items.
         exclude: optional (n_users, n_items) sparse matrix; nonzero entries are never
             recommended (items the user already interacted with).
@@ -71,11 +73,18 @@ def top_k(
         exclude = exclude.tocsr()
         if exclude.shape != (n_users, n_items):
             raise ValueError(f"exclude has shape {exclude.shape}, expected {(n_users, n_items)}")
-    items = np.ascontiguousarray(item_factors, np.float32)
+    if isinstance(item_factors, SplitFactors):  # sparse tails: the plain path, per block
+        _top_k_dense(user_factors, item_factors, k, exclude, block_users, dev, out_items,
+                     out_scores)  # fmt: skip
+        return out_items, out_scores
     if sp.issparse(user_factors):  # history-row models (EASE, ItemKNN): sparse x dense
+        # Layout kept: their item factors are Fortran-ordered, so the transpose the sparse
+        # product reads is C-ordered with no copy of the n_items^2 matrix per call.
+        items = np.asarray(item_factors, np.float32)
         _top_k_dense(user_factors.tocsr(), items, k, exclude, block_users, dev, out_items,
                      out_scores)  # fmt: skip
         return out_items, out_scores
+    items = np.ascontiguousarray(item_factors, np.float32)
     users = np.ascontiguousarray(user_factors, np.float32)
     if dev.type == "cpu" and n_items >= 2 * TILE_ITEMS and k * SUB * GROUP * 4 <= n_items:
         _top_k_tiled(users, items, k, exclude, block_users, out_items, out_scores)
@@ -90,16 +99,13 @@ def _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scor
     if block_users is None:
         block_users = MAX_BLOCK_BYTES // (4 * max(n_items, 1))
     block_users = max(1, min(n_users, block_users))
-    items_t = torch.as_tensor(items, device=dev)
+    fill = _block_scores(users, items, dev)
     buffer = torch.empty((block_users, n_items), dtype=torch.float32, device=dev)
     with torch.inference_mode():
         for start in range(0, n_users, block_users):
             stop = min(start + block_users, n_users)
             scores = buffer[: stop - start]
-            if sp.issparse(users):
-                scores.copy_(torch.as_tensor(users[start:stop] @ items.T))
-            else:
-                torch.mm(torch.as_tensor(users[start:stop], device=dev), items_t.T, out=scores)
+            fill(start, stop, scores)
             if exclude is not None:
                 rows, cols = _seen_in_block(exclude, start, stop)
                 if len(rows):
@@ -108,6 +114,34 @@ def _top_k_dense(users, items, k, exclude, block_users, dev, out_items, out_scor
             best, idx = torch.topk(scores, k, dim=1, sorted=True)
             out_items[start:stop] = idx.to(torch.int32).cpu().numpy()
             out_scores[start:stop] = best.cpu().numpy()
+
+
+def _block_scores(users, items, dev):
+    """fill(start, stop, out): users[start:stop]'s scores against every item into `out`."""
+    if isinstance(items, SplitFactors):
+        dense = np.ascontiguousarray(users.dense, np.float32)
+        items_t = torch.as_tensor(np.ascontiguousarray(items.dense, np.float32), device=dev)
+        tail_t = sp.csr_matrix(items.sparse.T, dtype=np.float32)
+
+        def fill(start: int, stop: int, out: torch.Tensor) -> None:
+            torch.mm(torch.as_tensor(dense[start:stop], device=dev), items_t.T, out=out)
+            tail = (users.sparse[start:stop] @ tail_t).toarray()
+            out.add_(torch.as_tensor(tail, device=dev))
+
+        return fill
+    if sp.issparse(users):
+        items_t = np.ascontiguousarray(items.T)  # scipy would copy a transpose per block
+
+        def fill(start: int, stop: int, out: torch.Tensor) -> None:
+            out.copy_(torch.as_tensor(users[start:stop] @ items_t))
+
+        return fill
+    items_t = torch.as_tensor(items, device=dev)
+
+    def fill(start: int, stop: int, out: torch.Tensor) -> None:
+        torch.mm(torch.as_tensor(users[start:stop], device=dev), items_t.T, out=out)
+
+    return fill
 
 
 def _top_k_tiled(users, items, k, exclude, block_users, out_items, out_scores) -> None:

@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 
 from tasks.learn.interactions import Interactions, SideFeatures
+from tasks.models.base import dot_scores
 from tasks.models.metalearner import MetaConfig, MetaLearner
 from tasks.models.metalearner.item_item import N_MIX, mix_bucket
 from tasks.models.metalearner.item_item_tuning import MIX_GRID
-from tests.models.contract import RecommenderContract
+from tests.models.contract import RecommenderContract, dense
 from tests.models.worlds import N_ITEMS_PER_GROUP, catalogue, history, two_groups
 
 
@@ -28,7 +29,7 @@ class TestMetaLearnerContract(RecommenderContract):
 
     def make_model(self):
         config = MetaConfig(dim=16, hidden=32, batch_users=32, eval_every=10, patience=100,
-                            item_item_kinds=("ease", "sequence"))  # fmt: skip
+                            item_item_kinds=("cosine", "sequence"))  # fmt: skip
         return MetaLearner(config, budget_seconds=120.0, max_steps=30, seed=0)
 
     def load(self, folder: Path):
@@ -47,20 +48,20 @@ def trained() -> tuple[MetaLearner, pl.DataFrame, SideFeatures]:
 
 
 def scores_of(model: MetaLearner, hist: Interactions, side: SideFeatures) -> np.ndarray:
-    return model.user_factors(hist, side) @ model.item_factors().T
+    return dot_scores(model.user_factors(hist, side), model.item_factors())
 
 
 def test_factor_shapes(trained):
     model, _, side = trained
     assert list(model.item_ids) == list(catalogue(side))
-    v = model.item_factors()
+    v = dense(model.item_factors())
     n_items = 2 * N_ITEMS_PER_GROUP + 1
     # [u, 1, prior weights, per item-item part: its rows (n_items, or 1 for "recent")]
     ii = sum(1 if p.kind.startswith("recent") else n_items for p in model.item_item)
     width = 16 + 1 + len(model.config.prior_windows_days) + ii
     assert v.shape == (n_items, width) and v.dtype == np.float32
     hist = history([], ["nobody"], model.item_ids)
-    u = model.user_factors(hist, SideFeatures())
+    u = dense(model.user_factors(hist, SideFeatures()))
     assert u.shape == (1, width) and np.isfinite(u).all() and u[0, 16] == 1.0
 
 
@@ -106,8 +107,8 @@ def test_unknown_items_in_a_history_are_ignored(trained):
     model, _, _ = trained
     rows = [("x", "a3"), ("x", "a7"), ("x", "zz_unknown")]
     other = np.array(["zz_unknown", "a7", "a3"], dtype=object)
-    u1 = model.user_factors(history(rows, ["x"], other), SideFeatures())
-    u2 = model.user_factors(history(rows[:2], ["x"], model.item_ids), SideFeatures())
+    u1 = dense(model.user_factors(history(rows, ["x"], other), SideFeatures()))
+    u2 = dense(model.user_factors(history(rows[:2], ["x"], model.item_ids), SideFeatures()))
     np.testing.assert_allclose(u1, u2, rtol=1e-5, atol=1e-6)
 
 
@@ -119,8 +120,9 @@ def test_save_load_round_trip(trained, tmp_path):
     ]  # fmt: skip
     back = MetaLearner.load(tmp_path / "ckpt")
     hist = Interactions.from_frame(frame, item_ids=model.item_ids)
-    np.testing.assert_array_equal(back.item_factors(), model.item_factors())
-    np.testing.assert_array_equal(back.user_factors(hist, side), model.user_factors(hist, side))
+    np.testing.assert_array_equal(dense(back.item_factors()), dense(model.item_factors()))
+    np.testing.assert_array_equal(dense(back.user_factors(hist, side)),
+                                  dense(model.user_factors(hist, side)))  # fmt: skip
     assert list(back.item_ids) == list(model.item_ids)
     assert back.config == model.config
     assert [p.kind for p in back.item_item] == [p.kind for p in model.item_item]
@@ -135,16 +137,16 @@ def test_save_load_round_trip(trained, tmp_path):
 def test_time_prior_moves_with_now(trained):
     model, frame, _ = trained
     prior = slice(17, 20)  # after [v (16), b]
-    before = model.item_factors()[:, prior].copy()
+    before = dense(model.item_factors())[:, prior].copy()
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     # A history where only b3 was taken in the last week: its 7-day prior is the top one.
     late = history([("x", "b3")] * 3, ["x"], model.item_ids)
     late = dataclasses.replace(late, ts=np.full(3, int(now.timestamp()) - 3600))
     model.set_time_prior(late, now)
-    week = model.item_factors()[:, 17]
+    week = dense(model.item_factors())[:, 17]
     assert model.item_ids[np.argmax(week)] == "b3" and model.prior_now == int(now.timestamp())
     model.set_time_prior(Interactions.from_frame(frame, item_ids=model.item_ids), now)
-    np.testing.assert_allclose(model.item_factors()[:, prior], before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dense(model.item_factors())[:, prior], before, rtol=1e-5, atol=1e-6)
 
 
 def test_item_item_parts_are_mixed_per_support_size(trained):
@@ -172,12 +174,12 @@ def test_item_item_parts_are_mixed_per_support_size(trained):
     x = np.isin(model.item_ids, ["a3", "a7", "a11"]).astype(np.float32)
     expected = plain.copy()
     for part in saved:
-        if part.kind == "ease":
-            expected += part.mix[b3] * (x @ part.weights)
+        if part.kind == "cosine":
+            expected += part.mix[b3] * (part.weights.T @ x)
         elif part.kind.startswith("recent"):
-            expected += part.mix[b3] * part.weights[0]
+            expected += part.mix[b3] * part.weights.toarray()[0]
     if all(
-        p.kind == "ease" or p.kind.startswith("recent") for p in saved
+        p.kind == "cosine" or p.kind.startswith("recent") for p in saved
     ):  # sequence rows: test_item_item.py
         np.testing.assert_allclose(full, expected, rtol=1e-4, atol=1e-4)
     # Whatever the parts, a group-a user's list starts with group-a items.
@@ -192,4 +194,4 @@ def test_item_item_off_for_large_catalogues():
     model = MetaLearner(config, budget_seconds=60.0, max_steps=2, seed=0)
     model.fit(train, side, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert model.item_item == [] and "skipped" in model.train_info["item_item"]
-    assert model.item_factors().shape[1] == 8 + 1 + len(config.prior_windows_days)
+    assert dense(model.item_factors()).shape[1] == 8 + 1 + len(config.prior_windows_days)

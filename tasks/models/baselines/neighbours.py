@@ -32,7 +32,10 @@ class _ItemItem(Baseline):
     def _store(self, weights_t: np.ndarray, x: sp.csr_matrix) -> None:
         pop = popularity(x)
         pop = pop / max(pop.max(), 1.0)
-        self._state = {"item_factors": np.ascontiguousarray(np.hstack([weights_t, pop[:, None]]))}
+        # Fortran order: scoring reads the transpose (sparse history rows @ factors.T),
+        # which is then C-ordered without a copy (tasks/serve/topk.py).
+        factors = np.vstack([weights_t.T, pop[None, :]]).astype(np.float32, copy=False).T
+        self._state = {"item_factors": factors}
 
 
 def _check_size(name: str, n_items: int, max_items: int) -> None:

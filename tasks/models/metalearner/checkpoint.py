@@ -60,9 +60,9 @@ def write_files(
     return files
 
 
-def read_files(folder: str | Path, model_name: str) -> CheckpointFiles:
-    """Read a checkpoint folder (local path or fsspec URL); a ValueError when its
-    config.json names another model than `model_name`."""
+def read_files(folder: str | Path, model_name: str, parts: bool = True) -> CheckpointFiles:
+    """Read a checkpoint folder (local path or fsspec URL), item_item.pt only with `parts`;
+    a ValueError when its config.json names another model than `model_name`."""
     fs, base = fsspec.core.url_to_fs(str(folder))
 
     def read(name: str) -> bytes:
@@ -76,7 +76,7 @@ def read_files(folder: str | Path, model_name: str) -> CheckpointFiles:
     encoders = json.loads(read("encoders.json"))
     state = torch.load(io.BytesIO(read("model.pt")), map_location="cpu", weights_only=True)
     item_item = {}
-    if doc.get("item_item"):
+    if doc.get("item_item") and parts:
         item_item = torch.load(io.BytesIO(read("item_item.pt")), map_location="cpu",
                                weights_only=True)  # fmt: skip
     return CheckpointFiles(doc, item_ids, encoders, state, item_item)

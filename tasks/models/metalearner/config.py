@@ -5,11 +5,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from tasks.models.metalearner.item_item import ItemItemConfig
-
-# 2: time prior (item_prior, prior_w); 3: item-item part (item_item.pt); 4: several parts
-FORMAT_VERSION = 4
+# 2: time prior (item_prior, prior_w); 3: item-item part (item_item.pt); 4: several parts;
+# 5: sparse parts only (cosine replaced the dense EASE part)
+FORMAT_VERSION = 5
 N_BUCKETS = 8  # log2 buckets for support sizes and recency ranks: 0, 1, 2-3, ..., 64+
+
+
+@dataclass(frozen=True)
+class ItemItemConfig:
+    """Which parts, and their hyperparameters (fields of MetaConfig carry the values)."""
+
+    kinds: tuple[str, ...] = ("cosine", "sequence", "recent")
+    cosine_shrink: float = 10.0  # cosine: added to the denominator, damps rare pairs
+    window: int = 100  # sequence: pairs at most this many events apart
+    backward: float = 0.5  # sequence: weight of "b came before a" pairs
+    beta: float = 0.5  # sequence: C[a, :] scaled by count(a)^-beta
+    half_life: float = 5.0  # sequence: user row weights halve every this many events back
+    top_k: int = 256  # cosine, sequence: each row keeps its top_k entries (0 = all)
+    recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent: one part per window
+    stale_days: float = 30.0  # a user whose latest event is older than this is "stale"
 
 
 @dataclass
@@ -41,18 +55,21 @@ class MetaConfig:
     eval_every: int = 25  # steps between validations
     patience: int = 8  # validations without improvement before stopping
     min_count: int = 2  # vocabulary min count of side-feature values
-    # -- item-item parts (item_item.py), fitted after training when n_items <=
-    # item_item_max_items: dense n_items^2 matrices and factor columns per part kept.
-    item_item_kinds: tuple[str, ...] = ("ease", "sequence", "recent")
-    item_item_l2: float = 500.0  # EASE
+    # -- item-item parts (item_item.py), fitted after training: sparse matrices with at
+    # most seq_top_k entries per row, the sparse tail of the factors.
+    item_item_kinds: tuple[str, ...] = ("cosine", "sequence", "recent")
+    cosine_shrink: float = 10.0  # cosine: added to the denominator
     seq_window: int = 100  # sequence: pairs at most this many events apart
     seq_backward: float = 0.5  # sequence: weight of pairs in reverse order
     seq_beta: float = 0.5  # sequence: row a scaled by count(a)^-beta
     seq_half_life: float = 5.0  # sequence: user row weights halve every this many events
-    seq_top_k: int = 256  # sequence: entries kept per row (sparse on disk)
+    seq_top_k: int = 256  # cosine and sequence: entries kept per row
     recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent parts' windows
-    stale_days: float = 1.0  # users whose latest event is older have their own mixing
-    item_item_max_items: int = 10_000
+    # Users whose latest event is older have their own mixing: returning after a gap, as
+    # the gate's returning_after_gap segment (Settings.returning_gap_days). 1 day made
+    # everyone not active today "stale" and cost new users 0.05-0.1 NDCG@10 (results.md).
+    stale_days: float = 30.0
+    item_item_max_items: int = 2_000_000  # memory is O(n_items * seq_top_k) per part
     # The last slot of each list goes to the best item without interactions at fit (new
     # items) when the list has none: exploration, so new items get their first events.
     new_item_slot: bool = True
@@ -78,7 +95,7 @@ class MetaConfig:
     def item_item(self) -> ItemItemConfig:
         """The item-item parts' settings."""
         return ItemItemConfig(
-            kinds=self.item_item_kinds, ease_l2=self.item_item_l2, window=self.seq_window,
+            kinds=self.item_item_kinds, cosine_shrink=self.cosine_shrink, window=self.seq_window,
             backward=self.seq_backward, beta=self.seq_beta, half_life=self.seq_half_life,
             top_k=self.seq_top_k, recent_days=self.recent_days, stale_days=self.stale_days,
         )  # fmt: skip

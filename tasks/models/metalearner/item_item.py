@@ -2,10 +2,13 @@
 mixed into the set encoder's scores with one weight per support-size bucket (the weights
 are tuned in item_item_tuning.py).
 
-Three kinds; each is a matrix M applied to a user row r_u as r_u @ M:
+Three kinds; each is a sparse matrix M applied to a user row r_u as r_u @ M. Nothing here
+is dense in n_items^2: the matrices are built a block of rows at a time and keep `top_k`
+entries per row, so memory is O(n_items * top_k) at any catalogue size.
 
-  ease      (n_items, n_items) EASE weights B on the binary training matrix; r_u = the
-            binary history.
+  cosine    (n_items, n_items) shrunk cosine between items' user sets (c_ab / (sqrt(n_a
+            n_b) + shrink)), each row's top_k neighbours; r_u = the binary history. It
+            replaced EASE's dense inverse (format 5): same role, no n_items^2 matrix.
   sequence  (n_items, n_items) time-local co-occurrence: C[a, b] counts how often b came
             within `window` events after a (backward pairs weighted `backward`) in
             someone's history, scaled by count(a)^-beta, top_k entries kept per row. r_u
@@ -27,8 +30,9 @@ Three kinds; each is a matrix M applied to a user row r_u as r_u @ M:
 Mixing buckets: support size n = 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+, and "stale", users
 whose latest event is more than `stale_days` before the scoring time.
 
-As factors: user columns mix(n) * r_u, item columns M[:, i]; the scores are exact. Saved
-as float16 tensors (part_to_tensors), rounded to that precision at fit, so exact on load.
+As factors: the sparse tail of SplitFactors (tasks/models/base.py), user columns mix(n) *
+r_u, item columns M[:, i]; the scores are exact. Saved as (rows, cols, float16 values)
+tensors (part_to_tensors), rounded to that precision at fit, so exact on load.
 """
 
 from __future__ import annotations
@@ -40,38 +44,25 @@ import scipy.sparse as sp
 import torch
 
 from tasks.learn.interactions import Interactions
-from tasks.models.baselines.neighbours import ease_weights
+from tasks.models.metalearner.config import ItemItemConfig
+from tasks.models.metalearner.cooccurrence import cosine_weights, sequence_weights
 
-KINDS = ("ease", "sequence", "recent")
+KINDS = ("cosine", "sequence", "recent")
 MIX_EDGES = (1, 3, 6, 11, 21)  # support-size buckets 0 | 1-2 | 3-5 | 6-10 | 11-20 | 21+
 STALE = len(MIX_EDGES) + 1  # index of the stale bucket; N_MIX buckets in all
 N_MIX = STALE + 1
 MIN_RIDGE_ROWS = 20  # arrived items needed to predict the newcomer prior from features
 
 
-@dataclass(frozen=True)
-class ItemItemConfig:
-    """Which parts, and their hyperparameters (fields of MetaConfig carry the values)."""
-
-    kinds: tuple[str, ...] = KINDS
-    ease_l2: float = 500.0
-    window: int = 100  # sequence: pairs at most this many events apart
-    backward: float = 0.5  # sequence: weight of "b came before a" pairs
-    beta: float = 0.5  # sequence: C[a, :] scaled by count(a)^-beta
-    half_life: float = 5.0  # sequence: user row weights halve every this many events back
-    top_k: int = 256  # sequence: each row keeps its top_k entries (0 = all); sparse on disk
-    recent_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)  # recent: one part per window
-    stale_days: float = 1.0  # a user whose latest event is older than this is "stale"
-
-
 @dataclass
 class ItemItemPart:
-    """One fitted part: its matrix (float16-exact float32) and mixing weight per bucket."""
+    """One fitted part: its sparse matrix (float16-exact float32) and mixing weight per
+    bucket."""
 
     kind: str
-    weights: np.ndarray  # (n_items, n_items); (1, n_items) for "recent:D"
+    weights: sp.csr_matrix  # (n_items, n_items); (1, n_items) for "recent:D"
     mix: np.ndarray  # (N_MIX,) float32: per support-size bucket, then the stale bucket
-    half_life: float = 0.0  # 0: binary history rows (ease); else recency-weighted rows
+    half_life: float = 0.0  # 0: binary history rows (cosine); else recency-weighted rows
     col_mean: np.ndarray | None = None  # (n_items,) mean of each row of weights (sequence)
 
     def rows(self, x: sp.csr_matrix, recency: sp.csr_matrix, bucket: np.ndarray):
@@ -125,30 +116,6 @@ def history_rows(history: Interactions, items: np.ndarray, n_items: int):
     x = sp.csr_matrix((np.ones(len(rows), np.float32), (history.user[rows], items[rows])),
                       shape=shape)  # fmt: skip
     return x, rec
-
-
-def sequence_weights(train: Interactions, cfg: ItemItemConfig, chunk: int = 10) -> np.ndarray:
-    """C[a, b] * count(a)^-beta: b within `window` events after a (1) or before it
-    (`backward`) in the same user's time-ordered history (dense float32)."""
-    n, it, user = train.n_items, train.item.astype(np.int64), train.user
-    c = sp.csr_matrix((n, n), dtype=np.float32)
-    for lo in range(1, cfg.window + 1, chunk):  # chunks bound the pair arrays' memory
-        rows, cols = [], []
-        for d in range(lo, min(lo + chunk, cfg.window + 1)):
-            same = user[:-d] == user[d:]
-            rows.append(it[:-d][same])
-            cols.append(it[d:][same])
-        a, b = np.concatenate(rows), np.concatenate(cols)
-        ones = np.ones(len(a), np.float32)
-        c = c + sp.csr_matrix((ones, (a, b)), shape=(n, n))
-        c = c + sp.csr_matrix((ones * cfg.backward, (b, a)), shape=(n, n))
-    count = np.bincount(it, minlength=n).astype(np.float64)
-    scale = 1.0 / np.maximum(count, 1.0) ** cfg.beta
-    dense = np.asarray((sp.diags(scale) @ c).todense(), np.float32)
-    if 0 < cfg.top_k < n:  # the long tail of one-off pairs is noise, and costs disk
-        weak = np.argpartition(-dense, cfg.top_k, axis=1)[:, cfg.top_k :]
-        np.put_along_axis(dense, weak, 0.0, axis=1)
-    return dense
 
 
 def recent_popularity(
@@ -207,48 +174,48 @@ def item_feature_matrix(tokens: np.ndarray, numeric: np.ndarray, n_tokens: int) 
 
 
 def fit_matrix(kind: str, train: Interactions, cfg: ItemItemConfig,
-               item_features: sp.csr_matrix | None = None) -> np.ndarray:  # fmt: skip
-    """The part's matrix on `train`, rounded to float16 precision (how it is saved)."""
-    if kind == "ease":
-        m = ease_weights(train.csr(binary=True), cfg.ease_l2)
+               item_features: sp.csr_matrix | None = None) -> sp.csr_matrix:  # fmt: skip
+    """The part's sparse matrix on `train`, rounded to float16 precision (how it is saved)."""
+    if kind == "cosine":
+        m = cosine_weights(train, cfg)
     elif kind == "sequence":
         m = sequence_weights(train, cfg)
     elif kind.startswith("recent:"):
-        m = recent_popularity(train, float(kind.split(":")[1]), item_features)[None, :]
+        m = sp.csr_matrix(recent_popularity(train, float(kind.split(":")[1]), item_features))
     else:
         raise ValueError(f"unknown item-item part {kind!r} (expected one of {KINDS})")
-    return m.astype(np.float16).astype(np.float32)
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.data = m.data.astype(np.float16).astype(np.float32)
+    m.eliminate_zeros()
+    return m
 
 
 def part_to_tensors(part: ItemItemPart) -> dict:
-    """A part as float16 tensors for torch.save: dense, or (rows, cols, values) when at
-    most a third of its entries are non-zero (the pruned sequence matrix)."""
-    doc = {"mix": torch.from_numpy(part.mix), "shape": torch.tensor(part.weights.shape)}
-    rows, cols = np.nonzero(part.weights)
-    if 3 * len(rows) <= part.weights.size:
-        vals = part.weights[rows, cols].astype(np.float16)
-        doc["rows"] = torch.from_numpy(rows.astype(np.int32))
-        doc["cols"] = torch.from_numpy(cols.astype(np.int32))
-        doc["values"] = torch.from_numpy(vals)
-    else:
-        doc["weights"] = torch.from_numpy(part.weights.astype(np.float16))
-    return doc
+    """A part as tensors for torch.save: its shape, and (rows, cols, float16 values)."""
+    m = part.weights.tocoo()
+    return {"mix": torch.from_numpy(part.mix), "shape": torch.tensor(m.shape),
+            "rows": torch.from_numpy(m.row.astype(np.int32)),
+            "cols": torch.from_numpy(m.col.astype(np.int32)),
+            "values": torch.from_numpy(m.data.astype(np.float16))}  # fmt: skip
 
 
 def part_from_tensors(kind: str, doc: dict, cfg: ItemItemConfig) -> ItemItemPart:
-    """Inverse of part_to_tensors (the float16 rounding was applied at fit: exact)."""
+    """Inverse of part_to_tensors (the float16 rounding was applied at fit: exact); format-4
+    checkpoints' dense "weights" are read too (warm starts across the upgrade)."""
     if "weights" in doc:
-        weights = doc["weights"].float().numpy()
+        weights = sp.csr_matrix(doc["weights"].float().numpy())
     else:
-        weights = np.zeros(tuple(doc["shape"].tolist()), np.float32)
-        weights[doc["rows"].numpy(), doc["cols"].numpy()] = doc["values"].float().numpy()
+        shape = tuple(doc["shape"].tolist())
+        weights = sp.csr_matrix((doc["values"].float().numpy(), (doc["rows"].numpy(),
+                                 doc["cols"].numpy())), shape=shape)  # fmt: skip
     return make_part(kind, weights, doc["mix"].float().numpy(), cfg)
 
 
 def make_part(kind: str, weights: np.ndarray, mix: np.ndarray, cfg: ItemItemConfig):
     """An ItemItemPart with the row scaling its kind needs."""
+    weights = sp.csr_matrix(weights, dtype=np.float32)
     if kind == "sequence":
-        return ItemItemPart(kind, weights, mix, cfg.half_life, weights.mean(1))
+        return ItemItemPart(kind, weights, mix, cfg.half_life, np.asarray(weights.mean(1)).ravel())
     return ItemItemPart(kind, weights, mix)
 
 

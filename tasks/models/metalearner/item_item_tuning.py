@@ -67,7 +67,7 @@ def tuning_case(parts, history, targets, bucket, base_scores) -> tuple | None:
     base[x.toarray() > 0] = -np.inf  # history items are never recommended
     b = np.full(len(users), bucket)
     unit = [replace(p, mix=np.ones(N_MIX, np.float32)) for p in parts]
-    evidence = [np.asarray(p.rows(x, rec, b) @ p.weights, np.float32) for p in unit]
+    evidence = [(p.rows(x, rec, b) @ p.weights).toarray().astype(np.float32) for p in unit]
     return base, evidence, rel
 
 

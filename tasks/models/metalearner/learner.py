@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from tasks.learn.features import FeatureEncoder
 from tasks.learn.holdout import NightHoldout
 from tasks.learn.interactions import Interactions, SideFeatures
-from tasks.models.base import Recommender
+from tasks.models.base import Recommender, SplitFactors
 from tasks.models.metalearner.checkpoint import read_files, write_files
 from tasks.models.metalearner.config import FORMAT_VERSION, MetaConfig
 from tasks.models.metalearner.inputs import (
@@ -140,7 +141,7 @@ class MetaLearner(Recommender):
             rng = np.random.default_rng(args["seed"])
             self._build(train, side, now)
             init_from = args["init_from"]
-            warm = self._warm_start(type(self).load(init_from)) if init_from else None
+            warm = self._warm_start(type(self).load(init_from, parts=False)) if init_from else None
             model = self.model.to(dev)
             user_x = self.user_encoder.encode(side.users, train.user_ids)
             sampler = EpisodeSampler(train, self.event_weights(train.weight), user_x, self.config,
@@ -215,10 +216,9 @@ class MetaLearner(Recommender):
 
         feats = item_feature_matrix(enc.tokens, enc.numeric, self.item_encoder.n_tokens)
         cfg = self.config.item_item()
-        if holdout is None:
-            self.item_item, summary = fit_parts(train, val_users, cfg, base, feats)
-        else:
-            self.item_item, summary = fit_parts_on_holdout(train, holdout, cfg, base, feats)
+        fit = fit_parts(train, val_users, cfg, base, feats) if holdout is None else (
+            fit_parts_on_holdout(train, holdout, cfg, base, feats))  # fmt: skip
+        self.item_item, summary = fit
         return summary
 
     # ---- factors --------------------------------------------------------------------
@@ -234,32 +234,33 @@ class MetaLearner(Recommender):
         return np.flatnonzero(self.model.has_id.cpu().numpy() == 0)
 
     @torch.no_grad()
-    def item_factors(self) -> np.ndarray:
-        """[v_i, b_i, p_i(now), item-item part columns] per catalogue item."""
+    def item_factors(self) -> np.ndarray | SplitFactors:
+        """[v_i, b_i, p_i(now)] per catalogue item; with item-item parts, SplitFactors whose
+        sparse tail is the parts' columns (column i of each part's matrix scores item i)."""
         model = self._ready()
         vecs, bias = model.catalogue()
         parts = [vecs, bias.unsqueeze(-1), model.item_prior]
         base = torch.cat(parts, -1).float().cpu().numpy()
-        # Column i of each part's matrix scores item i.
-        return np.hstack([base, *(p.weights.T for p in self.item_item)])
+        if not self.item_item:
+            return base
+        tail = sp.hstack([p.weights.T for p in self.item_item], format="csr", dtype=np.float32)
+        return SplitFactors(base, tail)
 
     @torch.no_grad()
     def user_factors(
         self, history: Interactions, side: SideFeatures, block: int = 4096
-    ) -> np.ndarray:
-        """[u, 1, w(n), item-item user rows] per user, encoded `block` users at a time."""
+    ) -> np.ndarray | SplitFactors:
+        """[u, 1, w(n)] per user, encoded `block` users at a time; with item-item parts,
+        SplitFactors whose sparse tail is the parts' user rows."""
         sup_items, sup_w = self.support_arrays(history)
         user_x = self.user_encoder.encode(side.users, history.user_ids)
         base = network_user_factors(self._ready(), self.config, sup_items, sup_w, user_x, block)
-        n_ii = sum(len(p.weights) for p in self.item_item)
-        out = np.hstack([base, np.zeros((history.n_users, n_ii), np.float32)])
-        width = base.shape[1]
-        if n_ii:
-            items, n_items = self._to_catalogue(history), len(self._item_ids)
-            rows = user_rows(self.item_item, history, items, n_items, self.prior_now,
-                             self.config.stale_days)  # fmt: skip
-            out[:, width:] = rows.toarray()
-        return out
+        if not self.item_item:
+            return base
+        items, n_items = self._to_catalogue(history), len(self._item_ids)
+        rows = user_rows(self.item_item, history, items, n_items, self.prior_now,
+                         self.config.stale_days)  # fmt: skip
+        return SplitFactors(base, rows)
 
     def support_arrays(self, history: Interactions) -> tuple[np.ndarray, np.ndarray]:
         """(n_users, max_support) catalogue indices (-1 = none), most recent first, and
@@ -298,9 +299,10 @@ class MetaLearner(Recommender):
             (folder / name).write_bytes(payload)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Self:
-        """Rebuild from a folder (local path or fsspec URL) written by save/save_checkpoint."""
-        files = read_files(folder, cls.name)
+    def load(cls, folder: str | Path, parts: bool = True) -> Self:
+        """Rebuild from a folder (local path or fsspec URL) written by save/save_checkpoint;
+        parts=False leaves the item-item parts out (a warm start needs the network only)."""
+        files = read_files(folder, cls.name, parts)
         doc = files.doc
         self = cls(MetaConfig.from_dict(doc["config"]))
         self._item_ids = files.item_ids
@@ -314,5 +316,5 @@ class MetaLearner(Recommender):
         self.model.eval()
         cfg = self.config.item_item()
         self.item_item = [part_from_tensors(k, files.item_item[k], cfg)
-                          for k in doc.get("item_item") or []]  # fmt: skip
+                          for k in doc.get("item_item") or [] if k in files.item_item]  # fmt: skip
         return self

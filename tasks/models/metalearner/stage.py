@@ -147,7 +147,7 @@ def train_stage(
     result = train_metalearner(
         holdout.train,
         history.side,
-        MetaConfig(),
+        MetaConfig(stale_days=float(settings.returning_gap_days)),
         budget_seconds=settings.train_budget_seconds,
         max_steps=settings.train_max_steps,
         init_from=init,

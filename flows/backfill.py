@@ -47,7 +47,7 @@ def backfill_flow(
     """
     logger = get_run_logger()
     settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps)
-    lake = lake_from(settings.storage)
+    lake = lake_from(settings.storage, must_exist=True)  # taking the lock would create it
     with lake_lock(lake, WRITER, settings):  # one writer per lake, its nightlies re-enter
         dates = date_range(start, end)
         results = _data_of_range(lake, settings, dates)

@@ -39,8 +39,9 @@ def gc(args: argparse.Namespace) -> int:
 
 
 def forget(args: argparse.Namespace) -> int:
-    """`metarec forget --user ID`: erase one user from every table and model input; exit
-    1 when some raw file could not be checked."""
+    """`metarec forget --user ID`: erase one user from every table and model input, the
+    files under folders that are not partitions included; exit 1 when some file could not
+    be checked."""
     from tasks.serve.erase import forget as forget_user
 
     if not args.user.strip():
@@ -49,8 +50,9 @@ def forget(args: argparse.Namespace) -> int:
     lake = lake_for(settings, must_exist=True)
     with writer_lock(lake, settings):
         result = forget_user(lake, args.user, settings, keep_models=args.keep_models)
-    for path, n in result.raw_files + result.user_files:
-        print(f"rewrote {path} ({n} rows removed)")
+    for path, n in result.raw_files + result.user_files + result.stray_files:
+        verb = "deleted" if path in result.deleted_files else "rewrote"  # nothing else in it
+        print(f"{verb} {path} ({n} rows removed)")
     for table, n in result.rows.items():
         if n:
             print(f"removed {n} rows from {table}")
@@ -58,10 +60,13 @@ def forget(args: argparse.Namespace) -> int:
         print(f"deleted model checkpoints of {', '.join(result.models_deleted)}")
     if not result.found:
         print(f"user {args.user!r} was not found in any table")
+    if result.strays_checked:  # no stage reads there: say that forget did look
+        print(f"checked {result.strays_checked} files under folders that are not partitions "
+              "(e.g. dt=junk; ingest skips them)")  # fmt: skip
     print(f"erasure record: {result.record} (pseudonym {result.pseudonym})")
     if result.unreadable:
         names = ", ".join(result.unreadable)
-        print(f"unreadable raw files could not be checked; replace or delete them by hand: "
+        print(f"unreadable files could not be checked; replace or delete them by hand: "
               f"{names}", file=sys.stderr)  # fmt: skip
         return 1
     return 0

@@ -11,7 +11,8 @@ share over the threshold, or an error) is reported and every other date, in its 
 not, goes on: a chunk that raises is redone date by date. The flow ends Failed if any date
 failed, and Completed with a message naming the dates with warnings (an unreadable file, a
 failed GX check; Prefect has no "warning" state) and the raw folders skipped because they
-are not dt=YYYY-MM-DD (docs/operations.md, "Bad input policy"). Progress shows as a
+are not dt=YYYY-MM-DD (docs/operations.md, "Bad input policy"). The flow holds the lake's
+writer lock (tasks/lake/lock.py), whether the CLI or a deployment runs it. Progress shows as a
 Prefect progress artifact and one log line per chunk; the accounting is a table artifact
 with the stable key `metarec-validate` (one row per date for up to ARTIFACT_DATES dates,
 else per chunk).
@@ -34,6 +35,7 @@ from prefect.states import Completed, Failed
 from tasks.config import Settings, settings_from
 from tasks.ingest import IngestResult, ingest_dates, plan_chunks
 from tasks.lake.listing import stray_partitions
+from tasks.lake.lock import WRITER, lake_lock
 from tasks.lake.storage import Lake, lake_from
 from tasks.validate import ValidationResult, validate_dates
 
@@ -82,10 +84,16 @@ def ingest_flow(
     the environment. Returns one summary dict per date that has raw files (status,
     counts, reasons, GX summary, warnings, error); Failed when any date failed, else
     Completed with a message naming the dates with warnings and the skipped folders.
+    Holds the lake's writer lock throughout, like every run that writes the lake (the
+    `ingest` deployment has no CLI around it to take it); re-entrant, so `metarec ingest`
+    or a flow that already holds it does not wait on itself. A lake locked past
+    `lock_wait_seconds` fails the run with LakeLocked, naming the holder; a storage root
+    with no lake fails it with StorageError.
     """
     settings = settings_from(**{**(settings_overrides or {}), "storage": storage})
-    lake = lake_from(settings.storage)
-    summaries = ingest_range(lake, start, end or start, settings)
+    lake = lake_from(settings.storage, must_exist=True)  # taking the lock would create it
+    with lake_lock(lake, WRITER, settings):
+        summaries = ingest_range(lake, start, end or start, settings)
     failed = [s["date"] for s in summaries if s["status"] == "failed"]
     notes = _notes(summaries, stray_partitions(lake))
     if failed:

@@ -44,15 +44,29 @@ from tasks.serve.inputs import night_fingerprint, stamp_published
 TRAIN_TIMEOUT_SECONDS = 6 * 3600.0
 
 
-def scheduled_date() -> dt.date:
-    """The UTC date of this flow run's scheduled start (now, outside a scheduled run)."""
-    start = flow_run.scheduled_start_time
-    return dt.datetime.fromtimestamp(start.timestamp(), dt.UTC).date()
+def default_run_date(scheduled: dt.datetime, lag_days: int) -> dt.date:
+    """The date a run scheduled at `scheduled` processes when given none: its UTC date
+    minus `lag_days` (Settings.schedule_lag_days; 1 = the last completed UTC day)."""
+    day = dt.datetime.fromtimestamp(scheduled.timestamp(), dt.UTC).date()
+    return day - dt.timedelta(days=lag_days)
+
+
+def scheduled_date(lag_days: int | None = None) -> dt.date:
+    """`default_run_date` of this flow run's scheduled start (Prefect's expected start
+    time, which a late or retried run keeps; now, outside a flow run). `lag_days` None:
+    Settings.schedule_lag_days (METAREC_SCHEDULE_LAG_DAYS)."""
+    lag = settings_from().schedule_lag_days if lag_days is None else lag_days
+    return default_run_date(flow_run.scheduled_start_time, lag)
+
+
+def night_of(run_date: str | dt.date | None, lag_days: int | None = None) -> dt.date:
+    """The date a nightly run processes: `run_date` as given, else `scheduled_date`."""
+    return parse_date(run_date) if run_date else scheduled_date(lag_days)
 
 
 def _nightly_run_name() -> str:
-    day = flow_run.parameters.get("run_date") or scheduled_date()
-    return f"nightly-{parse_date(day)}"
+    params = flow_run.parameters  # only those given: a default is None here too
+    return f"nightly-{night_of(params.get('run_date'), params.get('schedule_lag_days'))}"
 
 
 @flow(name="nightly", flow_run_name=_nightly_run_name)
@@ -63,19 +77,23 @@ def nightly_flow(
     train_max_steps: int | None = None,
     train_deployment: str | None = None,
     prepared: bool = False,
+    schedule_lag_days: int | None = None,
 ) -> dict[str, Any]:
     """Run every stage for `run_date` and publish its top-K table.
 
-    `run_date` defaults to the UTC date of the scheduled start (a deployment's cron run),
-    else today. `train_deployment` ("train/train") trains through that deployment (a GPU
-    worker) instead of in-process. `prepared`: a backfill already ingested, validated and
-    built this date's episodes. Ends Failed, with the published tables untouched, when a
-    stage fails; a model that does not pass the quality gate is not an error: the best
-    baseline is published and the run says why.
+    `run_date` defaults to the completed day before the scheduled start: the UTC date of
+    the scheduled start (a deployment's cron run; else now) minus `schedule_lag_days`
+    (None: Settings.schedule_lag_days, 1), so the 02:00 run of D publishes D-1; a given
+    `run_date` is used as is. `train_deployment` ("train/train") trains through that
+    deployment (a GPU worker) instead of in-process. `prepared`: a backfill already
+    ingested, validated and built this date's episodes. Ends Failed, with the published
+    tables untouched, when a stage fails; a model that does not pass the quality gate is
+    not an error: the best baseline is published and the run says why.
     """
-    day = run_date or scheduled_date()
-    settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps)
-    lake = lake_from(settings.storage)
+    settings = settings_from(storage=storage, top_k=top_k, train_max_steps=train_max_steps,
+                             schedule_lag_days=schedule_lag_days)  # fmt: skip
+    day = night_of(run_date, settings.schedule_lag_days)
+    lake = lake_from(settings.storage, must_exist=True)  # taking the lock would create it
     with lake_lock(lake, WRITER, settings):  # one writer per lake; re-entrant in a backfill
         seconds = start_clock()
         started_at = dt.datetime.now(dt.UTC)

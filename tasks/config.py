@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # A user whose latest event is more than this many days old is "returning after a gap".
     returning_gap_days: int = Field(30, ge=1)
 
+    # ---- the schedule (flows/nightly.py; docs/operations.md, "Schedule and timezone") ----
+    # A nightly run given no run_date (a deployment's cron run) processes the UTC date of
+    # its scheduled start minus this many days: 1 = the last completed day, so the 02:00
+    # run of day D publishes D-1 (0 would read a day still being landed).
+    schedule_lag_days: int = Field(1, ge=0)
+
     # ---- one writer per lake (tasks/lake/lock.py; docs/operations.md, "Locking") ----
     # A run that finds the lake locked waits this long for it, then fails saying who holds it.
     lock_wait_seconds: float = Field(600.0, ge=0)

@@ -77,36 +77,61 @@ def _parse_quoted(q: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.D
     A line with an odd number of quotes cannot close its quoted field on the same line
     (multi-line values are not supported) and is malformed up front, so Arrow never joins
     two physical lines. Rows Arrow rejects come back through the handler, by row id.
+    Whatever Arrow makes of the rest, each line keeps its own fate: an error or a count
+    that does not add up sends them through the strict parser, line by line.
     """
     q = q.with_row_index("_id")
     odd = pl.col("text").str.count_matches('"', literal=True) % 2 == 1
     bad = [q.filter(odd).drop("_id")]
     ok = q.filter(~odd)
-    rejected: list[int] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:  # called for rejected rows only
-        rejected.append(int(row.text.split(",", 1)[0]))
-        return "skip"
-
-    body = ok.select(pl.format("{},{}", "_id", "text")).to_series().str.join("\n")
-    table = pacsv.read_csv(
-        io.BytesIO(body[0].encode()),
-        read_options=pacsv.ReadOptions(column_names=["_id", *names], use_threads=False),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types={"_id": pa.uint32(), **dict.fromkeys(names, pa.string())},
-            strings_can_be_null=False,
-        ),
-    )
-    fields = pl.from_arrow(table)
-    if table.num_rows + len(rejected) != ok.height or fields["_id"].n_unique() != table.num_rows:
-        # A stray quote inside an unquoted field made Arrow join lines: redo these (rare)
-        # lines one by one with the strict csv module so each keeps its own fate.
+    fields, rejected = _parse_quoted_arrow(ok, names)
+    if fields is None:
+        # A stray quote inside an unquoted field made Arrow join lines, or Arrow gave up
+        # on the batch: redo these (rare) lines one by one with the strict csv module.
         fields, rejected = _parse_quoted_strict(ok, names)
     meta = ok.select("_id", *_META)
     fields = meta.join(fields.cast({"_id": pl.UInt32}), on="_id").drop("_id")
     bad.append(ok.filter(pl.col("_id").is_in(rejected)).drop("_id"))
     return fields, pl.concat(bad)
+
+
+def _parse_quoted_arrow(
+    ok: pl.DataFrame, names: list[str]
+) -> tuple[pl.DataFrame | None, list[int]]:
+    """(fields by row id, rejected row ids) of quoted lines with balanced quotes, in one
+    Arrow pass; fields None when Arrow's rows do not match the lines one to one."""
+    schema = {"_id": pl.UInt32, **dict.fromkeys(names, pl.String)}
+    if ok.is_empty():  # every quoted line was malformed: Arrow rejects an empty input
+        return pl.DataFrame(schema=schema), []
+    rejected: list[int] = []
+    lost: list[str] = []  # rejected rows without a readable row id
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:  # called for rejected rows only
+        head = row.text.split(",", 1)[0]
+        if head.isdigit():
+            rejected.append(int(head))
+        else:
+            lost.append(head)
+        return "skip"
+
+    body = ok.select(pl.format("{},{}", "_id", "text")).to_series().str.join("\n")
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(body[0].encode()),
+            read_options=pacsv.ReadOptions(column_names=["_id", *names], use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"_id": pa.uint32(), **dict.fromkeys(names, pa.string())},
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:  # e.g. a row longer than Arrow's block
+        return None, []
+    fields = pl.from_arrow(table)
+    joined = fields["_id"].n_unique() != table.num_rows  # one row id seen twice
+    if lost or joined or table.num_rows + len(rejected) != ok.height:
+        return None, []
+    return fields.cast(schema), rejected
 
 
 def _parse_quoted_strict(ok: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, list[int]]:

@@ -31,12 +31,13 @@ def raw_dates(lake: Lake, until: dt.date) -> list[dt.date]:
 
 def stray_partitions(lake: Lake, table: Table | str = RAW_INTERACTIONS) -> list[str]:
     """Names under a table's folder that are not its partitions (`Lake.partitions` skips
-    them): `dt=junk`, `dt=20240115`, `dt=2024-W03-1`, a loose file; hidden names aside."""
+    them): `dt=junk`, `dt=20240115`, `dt=2024-W03-1`, a loose file; hidden names aside.
+    Only the first level is looked at (`run_date=` of staging/recommendations)."""
     folder = lake.path(table)
     if not lake.fs.exists(folder):
         return []
-    key = (_table(table).keys or ("dt",))[-1]
-    good = {f"{key}={v}" for v in lake.partitions(table)}
+    key = (_table(table).keys or ("dt",))[0]
+    good = {f"{key}={v}" for v in lake.partitions(table, key)}
     names = (p.rstrip("/").rsplit("/", 1)[-1] for p in lake.fs.ls(folder, detail=False))
     return sorted(n for n in names if n not in good and not n.startswith((".", "_")))
 

@@ -5,6 +5,11 @@ back): the raw/interactions files and raw/users (tasks.serve.erase_files); bronz
 and quarantine of every date; gold/episodes (by pseudonym); staging and
 gold/recommendations of every run date (by id and by pseudonym). Each partition that held
 the user is rewritten whole and atomically through the Lake; the others are untouched.
+Names under these tables that are not partitions (`dt=junk`, `dt=20240115`, a loose file:
+tasks.lake.listing.stray_partitions) are never read by a stage, but may hold the user all
+the same (a copy by hand, an old layout): their files are read and rewritten too (raw
+files as above, Parquet files by rows); a file there that cannot be read is reported
+with the unreadable raw files (not checked). They feed no stamp and no model.
 
 Stamps: the bronze and silver stamps of every date that changed are removed, so the next
 ingest re-reads the rewritten landing files (they no longer hold the user) and recounts
@@ -39,10 +44,17 @@ from schemas.tables import (
 )
 from tasks.config import Settings
 from tasks.lake.dates import parse_date
+from tasks.lake.parquet import parquet_bytes
 from tasks.lake.pseudonyms import pseudonyms_for
 from tasks.lake.stamps import stamp_path
 from tasks.lake.storage import Lake
-from tasks.serve.erase_files import erase_raw_interactions, erase_raw_users, is_user, mentions
+from tasks.serve.erase_files import (
+    erase_raw_interactions,
+    erase_raw_users,
+    is_user,
+    mentions,
+    stray_files,
+)
 
 ERASURES = "_erasures"
 
@@ -54,10 +66,14 @@ class ForgetResult:
     pseudonym: str
     raw_files: tuple[tuple[str, int], ...]  # rewritten raw/interactions files, rows removed
     user_files: tuple[tuple[str, int], ...]  # rewritten raw/users files, rows removed
-    unreadable: tuple[str, ...]  # raw files nobody can read: not checked (docs/privacy.md)
-    rows: dict[str, int]  # table -> rows removed
+    unreadable: tuple[str, ...]  # files nobody can read: not checked (docs/privacy.md)
+    rows: dict[str, int]  # table -> rows removed (its stray files' included)
     models_deleted: tuple[str, ...]  # run dates whose checkpoint folder was deleted
     record: str  # the erasure record's path
+    # Table files under names that are not partitions (`dt=20240115`), rewritten; rows.
+    stray_files: tuple[tuple[str, int], ...] = ()
+    strays_checked: int = 0  # files under such names read, raw/interactions' included
+    deleted_files: tuple[str, ...] = ()  # of raw_files, those left empty and so deleted
 
     @property
     def found(self) -> bool:
@@ -77,10 +93,11 @@ def forget(lake: Lake, user_id: str, settings: Settings, keep_models: bool = Fal
     ids: set[str] = {user_id}  # the exact spellings found (e.g. with spaces), for pseudonyms
     rows: dict[str, int] = {}
     dates: set[str] = set(raw.dates)
+    strays = _Strays(lake, list(raw.unreadable), raw.strays)
     for table, match in ((BRONZE, mentions(user_id)), (SILVER, is_user(user_id)),
                          (QUARANTINE, mentions(user_id))):  # fmt: skip
         removed, changed = _filter_table(lake, table, "dt", match, ids)
-        rows[str(table)] = removed
+        rows[str(table)] = removed + strays.filter(table, match, ids)
         dates |= changed
     for day in sorted(dates):
         for table in (BRONZE, SILVER):  # re-read from the rewritten files next night
@@ -88,17 +105,24 @@ def forget(lake: Lake, user_id: str, settings: Settings, keep_models: bool = Fal
     names = {pseudonyms.of(i) for i in ids}
     in_names = pl.col("user_id").is_in(sorted(names))
     rows[str(EPISODES)] = _filter_table(lake, EPISODES, "run_date", in_names, set())[0]
+    rows[str(EPISODES)] += strays.filter(EPISODES, in_names, set())
     served = is_user(user_id) | in_names  # the published table may hold pseudonyms
     rows[str(STAGING_RECOMMENDATIONS)] = _filter_staging(lake, served)
+    rows[str(STAGING_RECOMMENDATIONS)] += strays.filter(STAGING_RECOMMENDATIONS, served, set())
     rows[str(RECOMMENDATIONS)] = _filter_table(lake, RECOMMENDATIONS, "run_date", served,
                                                set())[0]  # fmt: skip
+    rows[str(RECOMMENDATIONS)] += strays.filter(RECOMMENDATIONS, served, set())
     models: tuple[str, ...] = ()
     if not keep_models:
         first = None if user_files else min(dates, default=None)
         if user_files or first is not None:
             models = _drop_models(lake, None if first is None else parse_date(first))
-    result = ForgetResult(pseudonyms.of(user_id), raw.rewritten, user_files, raw.unreadable,
-                          rows, models, "")  # fmt: skip
+    result = ForgetResult(
+        pseudonym=pseudonyms.of(user_id), raw_files=raw.rewritten, user_files=user_files,
+        unreadable=tuple(strays.unreadable), rows=rows, models_deleted=models, record="",
+        stray_files=tuple(strays.rewritten), strays_checked=strays.checked,
+        deleted_files=raw.deleted,
+    )  # fmt: skip
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     doc = {**asdict(result), "record": None, "at": stamp, "keep_models": keep_models}
     path = lake.write_json(f"{ERASURES}/{stamp}-{result.pseudonym}.json", doc)
@@ -149,6 +173,45 @@ def _filter_partition(
         ids.update(frame.filter(mine)["user_id"].drop_nulls().unique().to_list())
         lake.write_partition(table, frame.filter(~mine), **partition)
     return n
+
+
+class _Strays:
+    """The files under a table's names that are not partitions (`dt=20240115` copied by
+    hand, an old layout): no stage reads them, yet they may hold the user. Each Parquet
+    file there holding the user is rewritten without them; any other file, or one that
+    cannot be read, is listed as unreadable (not checked)."""
+
+    def __init__(self, lake: Lake, unreadable: list[str], checked: int) -> None:
+        self.lake, self.unreadable, self.checked = lake, unreadable, checked
+        self.rewritten: list[tuple[str, int]] = []
+
+    def filter(self, table: Table, match: pl.Expr, ids: set[str]) -> int:
+        """Rewrite the stray files of `table` without the rows that `match`; rows removed."""
+        removed = 0
+        for path in stray_files(self.lake, table):
+            self.checked += 1
+            try:
+                if not path.endswith(".parquet"):
+                    raise ValueError("not a Parquet file")
+                frame = pl.read_parquet(self.lake.fs.cat_file(path))
+                if "user_id" not in frame.columns:  # checked: no user can be in it
+                    continue
+                # A hand-made copy may lack bronze's optional text columns: none there.
+                probe = frame.with_columns(
+                    pl.lit(None, pl.String).alias(c)
+                    for c in ("extra", "parse_error")
+                    if c not in frame.columns
+                )
+                mine = probe.select(match.alias("_mine")).to_series().fill_null(False)
+            except Exception:  # whatever it is, it was not checked: say so
+                self.unreadable.append(path)
+                continue
+            if n := int(mine.sum()):
+                ids.update(frame.filter(mine)["user_id"].cast(pl.String).drop_nulls().to_list())
+                self.lake.write_bytes(self.lake.relpath(path), parquet_bytes(frame.filter(~mine)))
+                self.rewritten.append((path, n))
+                removed += n
+        return removed
 
 
 def _drop_models(lake: Lake, since: dt.date | None) -> tuple[str, ...]:

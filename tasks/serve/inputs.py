@@ -20,7 +20,7 @@ from tasks.lake.storage import Lake
 from tasks.models.metalearner import MetaConfig
 
 # Settings that do not change what a night computes (where, how long to wait, what to keep).
-NOT_INPUTS = {"storage", "lock_wait_seconds", "lock_ttl_seconds"} | {
+NOT_INPUTS = {"storage", "lock_wait_seconds", "lock_ttl_seconds", "schedule_lag_days"} | {
     name for name in Settings.model_fields if name.startswith("retain_days_")
 }
 

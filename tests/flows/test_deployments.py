@@ -45,6 +45,7 @@ def test_prefect_yaml_declares_schedules_pools_and_parameters(tmp_path: Path) ->
     nightly = deps["nightly"]
     assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
     assert "run_date" not in nightly["parameters"]  # from the schedule
+    assert nightly["parameters"]["schedule_lag_days"] is None  # Settings: the completed day
     assert {"storage", "top_k", "train_deployment"} <= set(nightly["parameters"])
     assert nightly["parameters"]["train_deployment"] == "train/train"
     assert deps["backfill"]["parameters"]["max_parallel_dates"] == 2
@@ -164,11 +165,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
 
 @pytest.mark.slow
 def test_scheduled_nightly_runs_on_the_pools_and_tells_its_story(stack: Stack) -> None:
-    # A run of the scheduled deployment, as the cron would make it: no run_date given.
-    run_id = stack.trigger("nightly/nightly", {}, scheduled="1997-10-03T02:00:00+00:00")
+    # A run of the scheduled deployment, as the cron would make it: no run_date given. The
+    # 02:00 run of 10-04 processes the completed day, 10-03 (schedule_lag_days, default 1).
+    run_id = stack.trigger("nightly/nightly", {}, scheduled="1997-10-04T02:00:00+00:00")
     run = stack.wait(run_id)
     assert run["state_type"] == "COMPLETED", run["state"]
     assert run["name"] == "nightly-1997-10-03"
+    assert run["expected_start_time"].startswith("1997-10-04T02:00:00")
     assert run["work_pool_name"] == "metarec-cpu"
     # The pull step was not frozen at deploy time: each worker resolves its own clone.
     pull = stack.get("deployments/name/train/train")["pull_steps"]

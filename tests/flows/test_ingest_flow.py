@@ -206,3 +206,61 @@ def test_an_error_in_one_date_never_fails_another(
     assert summaries[1]["error"] == "RuntimeError: disk on fire"
     _assert_accounted(lake, summaries[0])
     _assert_accounted(lake, summaries[2])
+
+
+# ---- one writer per lake: the flow itself holds the lock (the ingest deployment) --------
+
+
+def test_the_flow_holds_the_lake_lock_and_waits_for_another_writer(
+    lake_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.lake.lock import WRITER, acquire, release
+
+    lake = Lake(lake_root)
+    lake.write_bytes("raw/interactions/dt=2024-01-01/a.csv", GOOD)
+    lease_file = Path(lake.base) / "_locks" / "writer.json"
+    seen: list[bool] = []
+    real = flows.ingest.ingest_dates
+
+    def watched(lake: Lake, days: list[dt.date], settings: object) -> list:
+        seen.append(lease_file.exists())  # the lease is there while the flow writes
+        return real(lake, days, settings)
+
+    monkeypatch.setattr(flows.ingest, "ingest_dates", watched)
+    other = acquire(lake, WRITER, ttl=60, wait=0)  # another run (not this context) holds it
+    try:
+        state = ingest_flow(storage=lake.root, start="2024-01-01", return_state=True,
+                            settings_overrides={"lock_wait_seconds": 0.2})  # fmt: skip
+    finally:
+        release(lake, other)
+    assert state.is_failed()
+    assert "another metarec run holds the lake lock since " in state.message
+    assert f"(lease {lease_file}, expires " in state.message
+    assert seen == [] and not lake.exists("bronze/interactions", dt=dt.date(2024, 1, 1))
+
+    ok, (summary,) = _run(lake, "2024-01-01", "2024-01-01")
+    assert ok and summary["silver_rows"] == 1
+    assert seen == [True] and not lease_file.exists()  # released at the end
+
+
+def test_a_run_that_holds_the_lock_calls_the_flow_without_waiting(lake_root: str) -> None:
+    from tasks.config import Settings
+    from tasks.lake.lock import WRITER, lake_lock
+
+    lake = Lake(lake_root)
+    lake.write_bytes("raw/interactions/dt=2024-01-01/a.csv", GOOD)
+    # `metarec ingest`, or a nightly: the lock is already this context's. With no wait at
+    # all, a lock that were not re-entrant would fail the flow at once.
+    with lake_lock(lake, WRITER, Settings(lock_wait_seconds=0)) as lease:
+        state = ingest_flow(storage=lake.root, start="2024-01-01", return_state=True,
+                            settings_overrides={"lock_wait_seconds": 0})  # fmt: skip
+        assert state.is_completed(), state.message
+        assert (Path(lake.base) / "_locks" / "writer.json").exists()  # still the outer's
+    assert lease is not None
+
+
+def test_a_storage_root_with_no_lake_fails_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    state = ingest_flow(storage=str(missing), start="2024-01-01", return_state=True)
+    assert state.is_failed() and f"no lake at {missing}" in state.message
+    assert not missing.exists()  # the lock did not create a lake there

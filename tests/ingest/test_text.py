@@ -104,3 +104,47 @@ def test_jsonl_bad_lines_and_unknown_keys(lake: Lake) -> None:
     assert b["user_id"].to_list()[:2] == ["u1", "2"]
     assert b["ts"][1] == dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC)  # naive = UTC
     assert b["extra"].to_list()[:2] == [None, None]  # "device" dropped: reported only
+
+
+def test_unbalanced_quotes_quarantine_only_their_lines(lake: Lake) -> None:
+    # Every quoted line of this file has an odd number of quotes: before the fix Arrow got
+    # an empty batch and the whole file was lost as read_error ("Empty CSV file").
+    from tasks.validate import validate_date
+
+    land(
+        lake,
+        "a.csv",
+        b"user_id,item_id,ts\n"
+        b"u1,i1,1704103200\n"  # 2: clean
+        b'u2,"i2,1704103200\n'  # 3: unbalanced quote
+        b"u3,i3,1704103200\n"  # 4: clean
+        b'u4,i"4,1704103200\n'  # 5: a lone quote inside a field
+        b"u1,i1,1704103200\n",  # 6: a duplicate of line 2
+    )
+    # A 2 MiB quoted field: longer than Arrow's block, so Arrow raises on the whole batch.
+    land(lake, "b.csv", b'user_id,item_id,ts\nu5,"i' + b"x" * (2 << 20) + b'",1704103200\n')
+    result = ingest_date(lake, DAY, Settings())
+    assert (result.rows, result.corrupt_files) == (6, [])
+    b = bronze(lake)
+    got = {
+        (f.rsplit("/", 1)[-1], n): e
+        for f, n, e in b.select("source_file", "source_line", "parse_error").iter_rows()
+    }
+    assert got == {
+        ("a.csv", 2): None,
+        ("a.csv", 3): "malformed_line",
+        ("a.csv", 4): None,
+        ("a.csv", 5): "malformed_line",
+        ("a.csv", 6): None,
+        ("b.csv", 2): "malformed_line",
+    }
+    v = validate_date(lake, DAY, Settings(max_bad_share=1.0))
+    assert (v.raw_rows, v.silver_rows, v.duplicates) == (6, 2, 1)
+    assert v.quarantined == {"malformed_line": 3}
+    assert v.raw_rows == v.silver_rows + sum(v.quarantined.values()) + v.duplicates
+    q = lake.read_partition("quarantine/interactions", dt=DAY)
+    lines = sorted(
+        (f.rsplit("/", 1)[-1], n) for f, n in q.select("source_file", "source_line").rows()
+    )
+    assert lines == [("a.csv", 3), ("a.csv", 5), ("b.csv", 2)]
+    assert set(q["reason"]) == {"malformed_line"}

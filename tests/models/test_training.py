@@ -34,8 +34,8 @@ def _setup(
 
 
 def _train(learner: MetaLearner, sampler: EpisodeSampler, **kw) -> TrainingRun:
-    args = {"budget_seconds": 600.0, "max_steps": None, **kw}
-    return train_network(learner.model, sampler, learner.config, device=CPU, amp_dtype=None,
+    args = {"budget_seconds": 600.0, "max_steps": None, "amp_dtype": None, **kw}
+    return train_network(learner.model, sampler, learner.config, device=CPU,
                          start=time.perf_counter(), **args)  # fmt: skip
 
 
@@ -61,6 +61,17 @@ def test_training_lowers_the_loss_and_beats_the_untrained_network(small_world):
     assert {r["step"]: r["val_metric"] for r in run.log}[run.best_step] == run.best_metric
     # The network is left at its best validated weights.
     assert sampler.validate(learner.model, contextlib.nullcontext()) == run.best_metric
+
+
+def test_mixed_precision_loop_trains_on_the_cpu(small_world):
+    # The CUDA path's autocast branch (bf16 there where supported), run here on the CPU:
+    # CI has no GPU, so this is what keeps the AMP code path tested.
+    config = MetaConfig(dim=8, hidden=16, batch_users=32, eval_every=10, patience=100)
+    learner, sampler = _setup(small_world, config)
+    run = _train(learner, sampler, max_steps=40, amp_dtype=torch.bfloat16)
+    assert all(np.isfinite(r["train_loss"]) for r in run.log)
+    assert run.log[-1]["train_loss"] < 0.9 * run.log[0]["train_loss"], run.log
+    assert all(p.dtype == torch.float32 for p in learner.model.parameters())  # weights stay fp32
 
 
 def test_sampled_softmax_lowers_the_loss(small_world):

@@ -243,6 +243,6 @@ def test_an_unreadable_file_is_reported(lake: Lake, capsys: pytest.CaptureFixtur
     assert main(["forget", "--storage", lake.root, "--user", "bob"]) == 1
     err = capsys.readouterr().err
     assert err == (
-        f"unreadable raw files could not be checked; replace or delete them by hand: {path}\n"
+        f"unreadable files could not be checked; replace or delete them by hand: {path}\n"
     )
     assert lake.fs.cat_file(path) == cut

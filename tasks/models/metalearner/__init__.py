@@ -5,8 +5,9 @@ processes / prototypical networks for cold-start recommendation.
 Reads the history up to D and the previous checkpoint; writes `models/run_date=D/`
 (stage.py). Modules, each importing only those above it:
 
-  config            MetaConfig (saved with every checkpoint), FORMAT_VERSION, N_BUCKETS
-  item_item         the item-item parts (EASE, sequence co-occurrence, recent popularity)
+  config            MetaConfig (saved with every checkpoint), ItemItemConfig, FORMAT_VERSION
+  cooccurrence      the parts' sparse matrices: shrunk cosine, sequence co-occurrence
+  item_item         the item-item parts (cosine, sequence, recent popularity), user rows
   item_item_tuning  fitting the parts and tuning their mixing weights per support size
   network           torch modules: item tower, support encoder, time prior, loss
   inputs            histories -> catalogue indices, support sets, event weights

@@ -15,19 +15,29 @@ from tasks.models.metalearner.config import ItemItemConfig
 BLOCK_ENTRIES = 2**25  # cosine: scores per block of rows (128 MiB of float32)
 
 
-def top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """`m` with only each row's k largest entries (ties: lower column first); 0 = all."""
+def top_per_row(m: sp.csr_matrix, k: int, chunk: int = 1 << 23) -> sp.csr_matrix:
+    """`m` with only each row's k largest entries (ties: lower column first); 0 = all.
+    Rows are ranked in bands of about `chunk` entries, so the sort's index arrays stay
+    a bounded size (118M entries at 100k items needed 6 GB at once)."""
     m = sp.csr_matrix(m, dtype=np.float32)
     m.sum_duplicates()
     m.eliminate_zeros()
     counts = np.diff(m.indptr)
     if k <= 0 or counts.max(initial=0) <= k:
         return m
-    row = np.repeat(np.arange(m.shape[0]), counts)
-    order = np.lexsort((m.indices, -m.data, row))  # row by row, largest first
-    keep = order[np.arange(len(order)) - m.indptr[row[order]] < k]
-    keep.sort()  # back to CSR order
-    return sp.csr_matrix((m.data[keep], (row[keep], m.indices[keep])), shape=m.shape)
+    bands, lo = [], 0
+    while lo < m.shape[0]:
+        hi = max(lo + 1, int(np.searchsorted(m.indptr, m.indptr[lo] + chunk, side="right")) - 1)
+        hi = min(hi, m.shape[0])
+        band = m[lo:hi]
+        row = np.repeat(np.arange(hi - lo), np.diff(band.indptr))
+        order = np.lexsort((band.indices, -band.data, row))  # row by row, largest first
+        keep = order[np.arange(len(order)) - band.indptr[row[order]] < k]
+        keep.sort()  # back to CSR order
+        bands.append(sp.csr_matrix((band.data[keep], (row[keep], band.indices[keep])),
+                                   shape=band.shape))  # fmt: skip
+        lo = hi
+    return sp.vstack(bands, format="csr", dtype=np.float32)
 
 
 def sequence_weights(train: Interactions, cfg: ItemItemConfig, chunk: int = 10) -> sp.csr_matrix:

@@ -38,6 +38,7 @@ MIX_SHOTS = (0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 MIX_ROUNDS = 2  # coordinate-ascent sweeps over the parts
 STALE_CUT = 0.9  # quantile of the training times where the stale tuning cases are cut
 STALE_USERS = 600  # at most this many training users in the stale tuning cases
+BUCKET_USERS = 1000  # at most this many holdout cases per bucket (memory at large catalogues)
 
 
 def ndcg_rows(scores: np.ndarray, rel: sp.csr_matrix, k: int = 10) -> np.ndarray:
@@ -178,6 +179,9 @@ def fit_parts_on_holdout(train: Interactions, holdout: NightHoldout, cfg: ItemIt
     cases: dict[int, list] = {b: [] for b in range(N_MIX)}
     for b in np.unique(buckets):
         users = np.flatnonzero(buckets == b)
+        # Evenly spaced, deterministic: the cases are dense (users x n_items) score blocks.
+        users = users[np.unique(np.linspace(0, len(users) - 1, min(len(users), BUCKET_USERS))
+                                .astype(np.int64))]  # fmt: skip
         case = tuning_case(tuning, history.subset_users(users), targets.subset_users(users),
                            int(b), base_scores)  # fmt: skip
         cases[int(b)] += [case] if case is not None else []

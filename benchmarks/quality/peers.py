@@ -49,7 +49,7 @@ def tuned_configs(
                "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(doc, indent=1, default=str))
-    configs = configs_from(doc["configs"])
+    configs = BaselineConfigs.from_dict(doc["configs"])
     als = dataclasses.replace(configs.als, seed=seed)
     return dataclasses.replace(configs, als=als), doc
 
@@ -86,13 +86,3 @@ def names_for(history: History) -> tuple[str, ...]:
     if items is None or items.width <= 1:
         out.remove("item_features")
     return tuple(out)
-
-
-def configs_from(doc: dict) -> BaselineConfigs:
-    """BaselineConfigs from its asdict() form (lists back to tuples)."""
-    kw = {}
-    for f in dataclasses.fields(BaselineConfigs):
-        cls = type(getattr(BaselineConfigs(), f.name))
-        kw[f.name] = cls(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in doc.get(f.name, {}).items()})  # fmt: skip
-    return BaselineConfigs(**kw)

@@ -70,7 +70,7 @@ def run_dataset(
     if name not in meta_tuned:
         meta_tuned[name] = tune_meta(temporal_split(split.train), ds, budget, max_steps, meta)
     meta = MetaConfig.from_dict({**dataclasses.asdict(meta), **meta_tuned[name]["best"]})
-    configs = _configs(tuned[key]["configs"])
+    configs = BaselineConfigs.from_dict(tuned[key]["configs"])
     configs = dataclasses.replace(configs, als=dataclasses.replace(configs.als, seed=seed))
     models = fit_baselines(split.train, ds.side, split.cutoff, configs, BASELINE_NAMES)
     t1 = time.perf_counter()
@@ -106,16 +106,6 @@ def tune_meta(val, ds, budget: float, max_steps: int, meta: MetaConfig) -> dict:
         print(json.dumps({"dataset": ds.name, "meta_grid": points[-1]}), file=sys.stderr)
     best = max(points, key=lambda p: p["ndcg@10"])  # ties: the earlier (simpler) point
     return {"best": best["overrides"], "grid": points}
-
-
-def _configs(doc: dict) -> BaselineConfigs:
-    """BaselineConfigs from its asdict() form (lists back to tuples)."""
-    kw = {}
-    for f in dataclasses.fields(BaselineConfigs):
-        cls = type(getattr(BaselineConfigs(), f.name))
-        kw[f.name] = cls(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in doc.get(f.name, {}).items()})  # fmt: skip
-    return BaselineConfigs(**kw)
 
 
 def _pm(mean: float, sd: float) -> str:

@@ -48,17 +48,6 @@ class SplitFactors:
 Factors = np.ndarray | sp.csr_matrix | SplitFactors
 
 
-def dot_scores(users: Factors, items: Factors) -> np.ndarray:
-    """Dense (n_users, n_items) scores of any factors (small blocks only: tests, tuning)."""
-    if isinstance(users, SplitFactors) != isinstance(items, SplitFactors):
-        raise TypeError("split factors score only against split factors")
-    if isinstance(users, SplitFactors):
-        tail = (users.sparse @ items.sparse.T).toarray()
-        return (users.dense @ items.dense.T + tail).astype(np.float32)
-    out = users @ items.T
-    return np.asarray(out.toarray() if sp.issparse(out) else out, np.float32)
-
-
 class Recommender(ABC):
     """What every model offers: fit on histories, then factors for any user's history."""
 

@@ -45,6 +45,17 @@ class BaselineConfigs:
     )
     item_features: ItemFeaturesConfig = field(default_factory=ItemFeaturesConfig)
 
+    @classmethod
+    def from_dict(cls, doc: dict) -> BaselineConfigs:
+        """The configs from their `dataclasses.asdict` form (JSON lists back to tuples;
+        a baseline missing from `doc` keeps its defaults)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            config_cls = type(getattr(cls(), f.name))
+            kw[f.name] = config_cls(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in doc.get(f.name, {}).items()})  # fmt: skip
+        return cls(**kw)
+
 
 def fit_baselines(
     train: Interactions,

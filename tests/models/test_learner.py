@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 
 from tasks.learn.interactions import Interactions, SideFeatures
-from tasks.models.base import dot_scores
 from tasks.models.metalearner import MetaConfig, MetaLearner
 from tasks.models.metalearner.item_item import N_MIX, mix_bucket
 from tasks.models.metalearner.item_item_tuning import MIX_GRID
@@ -48,7 +47,7 @@ def trained() -> tuple[MetaLearner, pl.DataFrame, SideFeatures]:
 
 
 def scores_of(model: MetaLearner, hist: Interactions, side: SideFeatures) -> np.ndarray:
-    return dot_scores(model.user_factors(hist, side), model.item_factors())
+    return dense(model.user_factors(hist, side)) @ dense(model.item_factors()).T
 
 
 def test_factor_shapes(trained):
